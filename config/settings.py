@@ -1,0 +1,110 @@
+"""Every setting the server reads. The environment variable names are the public contract."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # Server
+    host: str = "0.0.0.0"
+    port: int = 8000
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Deepgram live STT
+    deepgram_api_key: SecretStr | None = None
+    deepgram_base_url: str = "wss://api.deepgram.com"
+    deepgram_model: str = "nova-3"
+    deepgram_language: str = "en-US"
+    deepgram_endpointing_ms: int = Field(300, ge=10, le=10_000)
+    deepgram_utterance_end_ms: int = Field(1000, ge=1000, le=5000)
+    deepgram_keepalive_s: float = Field(4.0, gt=0, le=9.0)
+
+    # OpenAI-compatible chat completions
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "gpt-4o-mini"
+    openai_temperature: float = 0.6
+    openai_max_tokens: int = 300
+
+    # Cartesia TTS over SSE
+    cartesia_api_key: SecretStr | None = None
+    cartesia_voice_id: str | None = None
+    cartesia_base_url: str = "https://api.cartesia.ai"
+    cartesia_model: str = "sonic-3"
+    cartesia_version: str = "2025-04-16"
+    cartesia_language: str = "en"
+
+    # The agent
+    greeting: str = "Hello! How can I help you today?"
+    system_prompt: str = (
+        "You are a helpful voice assistant on a phone call. Keep responses short and "
+        "conversational: one or two sentences, no lists, no markdown."
+    )
+    transfer_number: str | None = None
+    transfer_line: str = "Sure, transferring you to a colleague now."
+    audio_chunk_ms: int = Field(100, ge=20, le=1000)
+    sample_rate: int = 16000
+    barge_in_min_words: int = Field(1, ge=1, le=10)
+    greeting_cache_size: int = Field(64, ge=1, le=10_000)
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _known_rate(cls, value: int) -> int:
+        if value not in SUPPORTED_SAMPLE_RATES:
+            raise ValueError(f"SAMPLE_RATE must be one of {SUPPORTED_SAMPLE_RATES}, got {value}")
+        return value
+
+    @field_validator("transfer_number", "cartesia_voice_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def stt_configured(self) -> bool:
+        return _present(self.deepgram_api_key)
+
+    @property
+    def llm_configured(self) -> bool:
+        return _present(self.openai_api_key)
+
+    @property
+    def tts_configured(self) -> bool:
+        return _present(self.cartesia_api_key) and bool(self.cartesia_voice_id)
+
+    def missing_providers(self) -> list[str]:
+        """Names of the settings a live call still needs, for a clear log line."""
+        missing = []
+        if not self.stt_configured:
+            missing.append("DEEPGRAM_API_KEY")
+        if not self.llm_configured:
+            missing.append("OPENAI_API_KEY")
+        if not _present(self.cartesia_api_key):
+            missing.append("CARTESIA_API_KEY")
+        if not self.cartesia_voice_id:
+            missing.append("CARTESIA_VOICE_ID")
+        return missing
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, so log redaction can mask them."""
+        values = [self.deepgram_api_key, self.openai_api_key, self.cartesia_api_key]
+        return [v.get_secret_value() for v in values if _present(v)]
+
+
+def _present(value: SecretStr | None) -> bool:
+    return value is not None and bool(value.get_secret_value().strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The call pipeline: STT -> LLM -> TTS, independent of any one vendor."""

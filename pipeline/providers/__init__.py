@@ -1,0 +1,1 @@
+"""Provider interfaces and the vendor modules that implement them."""

@@ -1,0 +1,122 @@
+"""The small interfaces a speech, language or voice provider implements.
+
+The call session only sees these; a keyless local provider (pocketsphinx, Piper, an
+OpenAI-compatible local server) slots in by implementing the same three protocols.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# --- speech to text -------------------------------------------------------------------
+
+
+class STTEventKind(enum.Enum):
+    SPEECH_STARTED = "speech_started"  # VAD heard something (not yet words)
+    INTERIM = "interim"  # words so far, may change
+    FINAL = "final"  # a finalized segment; ``speech_final`` marks an endpoint
+    UTTERANCE_END = "utterance_end"  # the provider saw a gap after the last word
+    RECONNECTED = "reconnected"  # the stream was re-established within the call
+
+
+@dataclass(frozen=True, slots=True)
+class STTEvent:
+    kind: STTEventKind
+    text: str = ""
+    speech_final: bool = False
+
+    @property
+    def word_count(self) -> int:
+        return len(self.text.split())
+
+
+class STTStream(Protocol):
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue caller audio (16-bit LE mono at the stream's rate). Never blocks."""
+
+    def events(self) -> AsyncIterator[STTEvent]:
+        """Transcription events until the stream is closed."""
+
+
+class SpeechToText(Protocol):
+    name: str
+
+    def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
+        """Open one live stream for one call; closing it ends the stream gracefully."""
+
+
+# --- language model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: str = "{}"
+    call_id: str = ""
+
+
+LLMEvent = TextDelta | ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}, "required": []}
+    )
+
+
+Message = dict[str, Any]
+
+
+class LanguageModel(Protocol):
+    name: str
+
+    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
+        """Stream a reply: text deltas as they come, and any tool calls once complete."""
+
+
+# --- text to speech -------------------------------------------------------------------
+
+
+class TextToSpeech(Protocol):
+    name: str
+
+    def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
+        """Everything that changes the audio for this text (voice, model, rate...)."""
+
+    def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        """Stream 16-bit LE mono PCM at exactly ``sample_rate``, in pieces of any even size."""
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """A provider failed. ``retryable`` says whether trying again may help.
+
+    ProviderError
+     ├── the vendor modules raise it with ``provider`` set and the cause chained.
+    """
+
+    def __init__(self, provider: str, message: str, *, retryable: bool, status: int | None = None):
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+
+
+class ProviderNotConfigured(ProviderError):
+    def __init__(self, provider: str, setting: str) -> None:
+        super().__init__(provider, f"{setting} is not set", retryable=False)
