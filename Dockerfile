@@ -1,0 +1,27 @@
+# Knowlarity voice agent: slim image, non-root, health-checked.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HOST=0.0.0.0 \
+    PORT=8000
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY pipeline ./pipeline
+COPY audio ./audio
+COPY config ./config
+COPY kpi ./kpi
+COPY testkit ./testkit
+COPY bench ./bench
+RUN pip install . && useradd --create-home --uid 10001 agent
+USER agent
+
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=2)" || exit 1
+
+# uvloop and httptools come with uvicorn[standard]; one process per container, scale out.
+CMD ["sh", "-c", "exec uvicorn server:app --host \"$HOST\" --port \"$PORT\" --no-access-log"]

@@ -1,0 +1,52 @@
+"""What the agent says and how it behaves, independent of any provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.settings import Settings
+from pipeline.providers.base import ToolSpec
+
+TRANSFER_TOOL = ToolSpec(
+    name="transfer_to_agent",
+    description=(
+        "Transfer the caller to a human agent. Use it when the caller asks for a person, "
+        "or when you cannot help them."
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    greeting: str
+    system_prompt: str
+    transfer_number: str | None = None
+    transfer_line: str = "Sure, transferring you to a colleague now."
+    fallback_line: str = "Sorry, I didn't catch that, could you say it again?"
+    unavailable_line: str = "Sorry, our assistant is not available right now. Please call again later."
+    chunk_ms: int = 100
+    barge_in_min_words: int = 1
+    turn_deadline_s: float = 2.5
+    max_history_messages: int = 40
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AgentConfig:
+        return cls(
+            greeting=settings.greeting,
+            system_prompt=settings.system_prompt,
+            transfer_number=settings.transfer_number,
+            transfer_line=settings.transfer_line,
+            chunk_ms=settings.audio_chunk_ms,
+            barge_in_min_words=settings.barge_in_min_words,
+        )
+
+    @property
+    def tools(self) -> tuple[ToolSpec, ...]:
+        return (TRANSFER_TOOL,) if self.transfer_number else ()
+
+    def fixed_lines(self) -> list[str]:
+        """Lines worth synthesising ahead of time."""
+        lines = [self.greeting, self.fallback_line, self.unavailable_line]
+        if self.transfer_number:
+            lines.append(self.transfer_line)
+        return [line for line in lines if line]

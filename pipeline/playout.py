@@ -1,0 +1,128 @@
+"""Outbound audio to the Stream Node, and the clock of what the caller has heard.
+
+Knowlarity queues ``playAudio`` events and plays them back to back, so the audio
+playing *now* is known from what was sent and when: each chunk starts when the previous
+one ends (or when it arrives, if the queue ran dry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from audio.chunker import PcmChunker, chunk_bytes
+from audio.wav import pcm_to_wav
+from config.logs import get_logger
+from server.protocol import kill_audio, play_audio_wav
+
+log = get_logger("KNOWLARITY")
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class SpokenSpan:
+    """One sentence as sent: its text and when it plays at the caller."""
+
+    text: str
+    start: float = 0.0  # monotonic time its first sample plays
+    end: float = 0.0  # monotonic time its last sample ends
+    complete: bool = False  # all of its audio was sent
+
+    def heard_fraction(self, at: float) -> float:
+        if at >= self.end and self.complete:
+            return 1.0
+        if at <= self.start or self.end <= self.start:
+            return 0.0
+        played = (min(at, self.end) - self.start) / (self.end - self.start)
+        return played if self.complete else played * 0.999
+
+
+def heard_text(spans: list[SpokenSpan], at: float) -> str:
+    """The words the caller heard by ``at``: whole sentences plus a cut-off one."""
+    words: list[str] = []
+    for span in spans:
+        fraction = span.heard_fraction(at)
+        if fraction <= 0.0:
+            break
+        span_words = span.text.split()
+        if fraction >= 1.0:
+            words.extend(span_words)
+            continue
+        cut = int(len(span_words) * fraction)
+        words.extend(span_words[:cut])
+        break
+    return " ".join(words)
+
+
+class Playout:
+    def __init__(
+        self,
+        send: SendText,
+        sample_rate: int,
+        chunk_ms: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self.sample_rate = sample_rate
+        self.chunk_bytes = chunk_bytes(sample_rate, chunk_ms)
+        self._bytes_per_s = sample_rate * 2
+        self._clock = clock
+        self._playing_until = 0.0
+        self.chunks_sent = 0
+        self.audio_ms_sent = 0.0
+        self.kills = 0
+
+    def chunker(self) -> PcmChunker:
+        return PcmChunker(self.chunk_bytes)
+
+    @property
+    def playing_until(self) -> float:
+        return self._playing_until
+
+    def speaking(self) -> bool:
+        return self._clock() < self._playing_until
+
+    def remaining_s(self) -> float:
+        return max(0.0, self._playing_until - self._clock())
+
+    async def send_pcm(self, pcm: bytes, span: SpokenSpan | None = None) -> None:
+        """Send one chunk as a ``playAudio`` WAV and advance the playback clock."""
+        if not pcm:
+            return
+        frame = play_audio_wav(pcm_to_wav(pcm, self.sample_rate))
+        async with self._lock:
+            now = self._clock()
+            start = now if now > self._playing_until else self._playing_until
+            duration = len(pcm) / self._bytes_per_s
+            self._playing_until = start + duration
+            if span is not None:
+                if not span.start:
+                    span.start = start
+                span.end = self._playing_until
+            await self._send(frame)
+            self.chunks_sent += 1
+            self.audio_ms_sent += duration * 1000
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("Chunk %d sent | frame=%d chars", self.chunks_sent, len(frame))
+
+    async def kill(self) -> None:
+        """Stop the caller's playback and clear Knowlarity's queue (barge-in)."""
+        async with self._lock:
+            self._playing_until = self._clock()
+            await self._send(kill_audio())
+            self.kills += 1
+
+    async def send_control(self, text: str) -> None:
+        async with self._lock:
+            await self._send(text)
+
+    async def wait_played(self, limit_s: float) -> None:
+        """Sleep until the queued audio has played out (at most ``limit_s``)."""
+        remaining = self.remaining_s()
+        if remaining > 0:
+            await asyncio.sleep(min(remaining, limit_s))

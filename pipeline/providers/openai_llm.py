@@ -1,0 +1,168 @@
+"""OpenAI (or any OpenAI-compatible server) chat completions, streamed.
+
+The SDK's own retries are off: a voice turn has a deadline, so the session decides
+whether another attempt still fits, using ``ProviderError.retryable``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from config.logs import get_logger
+from pipeline.providers.base import LLMEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+
+log = get_logger("OPENAI")
+
+_PROVIDER = "openai"
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True)
+class _ToolFragments:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+def request_body(
+    model: str,
+    messages: Sequence[Message],
+    tools: Sequence[ToolSpec],
+    *,
+    temperature: float,
+    max_tokens: int,
+) -> dict[str, Any]:
+    """The chat.completions arguments for one streamed turn (pure, for tests)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "temperature": temperature,
+        "max_completion_tokens": max_tokens,
+    }
+    if tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                },
+            }
+            for t in tools
+        ]
+    return body
+
+
+def map_error(exc: openai.OpenAIError) -> ProviderError:
+    """Translate SDK exceptions at the boundary into our one error type."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(_PROVIDER, "request timed out", retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(_PROVIDER, "cannot connect", retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        return ProviderError(
+            _PROVIDER,
+            f"HTTP {status}: {_short(exc.message)}",
+            retryable=status in _RETRYABLE_STATUS or status >= 500,
+            status=status,
+        )
+    if isinstance(exc, openai.APIError):
+        # An error event inside an otherwise healthy stream: transient on their side.
+        return ProviderError(_PROVIDER, f"stream error: {_short(exc.message)}", retryable=True)
+    return ProviderError(_PROVIDER, _short(str(exc)), retryable=False)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class OpenAILLM:
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        model: str,
+        temperature: float = 0.6,
+        max_tokens: int = 300,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        # read_timeout bounds both the wait for the first byte and every gap after it.
+        timeout = openai.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LLMEvent]:
+        body = request_body(
+            self.model, messages, tools, temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        started = time.monotonic()
+        first_token_ms: float | None = None
+        tools_seen: dict[int, _ToolFragments] = {}
+        finish_reason: str | None = None
+        log.info("Stream request | model=%s messages=%d", self.model, len(body["messages"]))
+        try:
+            stream = await self._client.chat.completions.create(**body)
+            async with stream:
+                async for chunk in stream:
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta.content:
+                            if first_token_ms is None:
+                                first_token_ms = (time.monotonic() - started) * 1000
+                            yield TextDelta(delta.content)
+                        for fragment in delta.tool_calls or ():
+                            acc = tools_seen.setdefault(fragment.index, _ToolFragments())
+                            if fragment.id:
+                                acc.call_id = fragment.id
+                            if fragment.function is not None:
+                                if fragment.function.name:
+                                    acc.name = fragment.function.name
+                                if fragment.function.arguments:
+                                    acc.arguments.append(fragment.function.arguments)
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise map_error(exc) from exc
+        for index in sorted(tools_seen):
+            acc = tools_seen[index]
+            arguments = "".join(acc.arguments) or "{}"
+            log.info("Tool call | name=%s arguments=%s", acc.name, _short(arguments, 120))
+            yield ToolCall(acc.name, arguments, acc.call_id)
+        log.info(
+            "Completion | finish=%s first_token_ms=%s total_ms=%.0f",
+            finish_reason,
+            "-" if first_token_ms is None else f"{first_token_ms:.0f}",
+            (time.monotonic() - started) * 1000,
+        )
+
+
+def parse_arguments(arguments: str) -> dict[str, Any]:
+    """Tool arguments as a dict; a model that sent broken JSON gets an empty one."""
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,417 @@
+"""One phone call: listen, think, speak, and let the caller interrupt.
+
+The session is vendor-free: it sees the three provider interfaces and a ``send`` function
+for outbound text frames, and it reads caller audio from an async iterator. Every task it
+starts lives in the session's scope and is cancelled and awaited when the call ends.
+
+Turn flow: a final transcript starts a *turn* task (LLM -> sentence splitter -> TTS ->
+100 ms chunks). Caller words while bot audio is still playing (or while a reply is still
+being prepared) cancel the turn; if audio was playing, one ``killAudio`` goes out and the
+history keeps only the part of the reply the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.logs import get_logger
+from pipeline.agent import TRANSFER_TOOL, AgentConfig
+from pipeline.history import History
+from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
+from pipeline.providers.base import (
+    LanguageModel,
+    Message,
+    ProviderError,
+    SpeechToText,
+    STTEvent,
+    STTEventKind,
+    STTStream,
+    TextDelta,
+    TextToSpeech,
+    ToolCall,
+)
+from pipeline.sentences import SentenceSplitter
+from pipeline.speech_cache import SpeechCache
+from server.protocol import disconnect, transfer
+from server.registry import CallRecord
+
+log = get_logger("SESSION")
+llm_log = get_logger("OPENAI")
+ws_log = get_logger("KNOWLARITY")
+
+
+@dataclass(slots=True)
+class Providers:
+    stt: SpeechToText | None
+    llm: LanguageModel | None
+    tts: TextToSpeech | None
+    cache: SpeechCache = field(default_factory=SpeechCache)
+
+    def missing(self) -> list[str]:
+        names = {"STT": self.stt, "LLM": self.llm, "TTS": self.tts}
+        return [name for name, provider in names.items() if provider is None]
+
+
+@dataclass(slots=True)
+class Turn:
+    """One reply (or a fixed line such as the greeting) and what became of it."""
+
+    user_text: str | None
+    started: float
+    spans: list[SpokenSpan] = field(default_factory=list)
+    first_audio_at: float | None = None
+    transfer_requested: bool = False
+    completed: bool = False
+    history_entry: Message | None = None
+
+    def reply_text(self) -> str:
+        return " ".join(span.text for span in self.spans)
+
+
+class CallEnded(Exception):
+    """Raised inside the session when the call must stop (transfer done, disconnect)."""
+
+
+class CallSession:
+    def __init__(
+        self,
+        *,
+        record: CallRecord,
+        config: AgentConfig,
+        providers: Providers,
+        send: SendText,
+        sample_rate: int,
+    ) -> None:
+        self.record = record
+        self._config = config
+        self._providers = providers
+        self._rate = sample_rate
+        self.playout = Playout(send, sample_rate, config.chunk_ms)
+        self.history = History(config.system_prompt, config.max_history_messages)
+        self._turn_task: asyncio.Task[None] | None = None
+        self._audible_turn: Turn | None = None  # the turn whose audio was sent last
+        self._finals: list[str] = []
+        self._carry_text = ""  # words of a reply cancelled before the caller heard it
+        self._armed = False
+        self._handing_off = False
+        self._ending = False
+        self._started = time.monotonic()
+        self.audio_bytes_in = 0
+
+    # -- public ---------------------------------------------------------------------------
+
+    async def run(self, audio: AsyncIterator[bytes]) -> None:
+        """Serve the call until the caller's audio ends (hang-up)."""
+        missing = self._providers.missing()
+        try:
+            if missing:
+                await self._serve_unavailable(audio, missing)
+                return
+            await self._serve(audio)
+        finally:
+            await self._cancel_turn()
+            self._log_summary()
+
+    # -- the call -------------------------------------------------------------------------
+
+    async def _serve(self, audio: AsyncIterator[bytes]) -> None:
+        assert self._providers.stt is not None
+        self._start_turn(self._speak_fixed(self._config.greeting, greeting=True))
+        async with self._providers.stt.stream(self._rate) as stt:
+            listener = asyncio.create_task(self._listen(stt), name="listen")
+            try:
+                async for pcm in audio:
+                    self.audio_bytes_in += len(pcm)
+                    stt.send_audio(pcm)
+            finally:
+                self._ending = True
+                await _cancel_and_wait(listener)
+                await self._cancel_turn()
+
+    async def _serve_unavailable(self, audio: AsyncIterator[bytes], missing: list[str]) -> None:
+        """Keys are missing: apologise if we can speak at all, then hand back to the IVR."""
+        log.error("Cannot run the agent: no %s provider configured", "/".join(missing))
+        if self._providers.tts is not None:
+            self._start_turn(self._speak_fixed(self._config.unavailable_line, end_call=True))
+        else:
+            await self.playout.send_control(disconnect())
+        async for _ in audio:
+            pass
+
+    async def _listen(self, stt: STTStream) -> None:
+        async for event in stt.events():
+            await self._on_stt_event(event)
+        if not self._ending:
+            log.error("Speech recognition stopped; ending the call")
+            if self._turn_task is not None:
+                await asyncio.wait({self._turn_task})  # let the current line finish
+            self._start_turn(self._speak_fixed(self._config.unavailable_line, end_call=True))
+
+    async def _on_stt_event(self, event: STTEvent) -> None:
+        kind = event.kind
+        if kind is STTEventKind.INTERIM:
+            if event.word_count >= self._config.barge_in_min_words and self._bot_busy():
+                await self._interrupt(event.text)
+        elif kind is STTEventKind.FINAL:
+            if event.text:
+                if self._bot_busy():
+                    await self._interrupt(event.text)
+                self._finals.append(event.text)
+            if event.speech_final:
+                await self._end_of_utterance("speech_final")
+        elif kind is STTEventKind.UTTERANCE_END:
+            await self._end_of_utterance("UtteranceEnd")
+        elif kind is STTEventKind.SPEECH_STARTED:
+            if self.playout.speaking() and not self._armed:
+                self._armed = True
+                log.debug("Speech started while bot speaks: barge-in armed")
+        elif kind is STTEventKind.RECONNECTED:
+            log.info("Speech recognition reconnected; the call goes on")
+
+    def _bot_busy(self) -> bool:
+        if self._handing_off:
+            return False
+        turn_running = self._turn_task is not None and not self._turn_task.done()
+        return turn_running or self.playout.speaking()
+
+    async def _end_of_utterance(self, trigger: str) -> None:
+        text = " ".join(self._finals).strip()
+        self._finals.clear()
+        self._armed = False
+        if self._carry_text:
+            text = f"{self._carry_text} {text}".strip()
+            self._carry_text = ""
+        if not text or self._handing_off or self._ending:
+            return
+        log.info('End of utterance (%s) | text="%s"', trigger, text)
+        await self._cancel_turn()
+        self.record.turns += 1
+        self._start_turn(self._respond(Turn(user_text=text, started=time.monotonic())))
+
+    async def _interrupt(self, words: str) -> None:
+        """Caller words while the bot is busy: barge-in."""
+        task = self._turn_task
+        now = time.monotonic()
+        if self.playout.speaking():
+            if task is not None:
+                task.cancel()  # before killAudio, so no chunk of this turn follows it
+            await self.playout.kill()
+            self.record.barge_ins += 1
+            ws_log.info('Barge-in | killAudio sent | heard_words="%s"', words[:60])
+            await self._cancel_turn()
+            turn = self._audible_turn
+            if turn is not None and turn.history_entry is not None:
+                self.history.revise(turn.history_entry, heard_text(turn.spans, now))
+                self._audible_turn = None
+        elif task is not None and not task.done():
+            log.info('Caller still speaking; reply cancelled before it was heard | "%s"', words[:60])
+            await self._cancel_turn()
+
+    # -- turns ------------------------------------------------------------------------------
+
+    def _start_turn(self, coro: Coroutine[Any, Any, None]) -> None:
+        previous = self._turn_task
+        if previous is not None and not previous.done():
+            previous.cancel()
+        self._turn_task = asyncio.create_task(coro, name="turn")
+
+    async def _cancel_turn(self) -> None:
+        task, self._turn_task = self._turn_task, None
+        if task is not None:
+            await _cancel_and_wait(task)
+
+    async def _speak_fixed(self, text: str, *, greeting: bool = False, end_call: bool = False) -> None:
+        turn = Turn(user_text=None, started=time.monotonic())
+        try:
+            await self._say_cached(text, turn)
+            turn.completed = True
+        finally:
+            self._settle(turn)
+        if greeting and turn.first_audio_at is not None:
+            ws_log.info("Greeting sent | first_audio_ms=%.0f", (turn.first_audio_at - turn.started) * 1000)
+        if end_call:
+            await self.playout.wait_played(limit_s=15.0)
+            await self.playout.send_control(disconnect())
+            ws_log.info("disconnect sent")
+
+    async def _respond(self, turn: Turn) -> None:
+        assert turn.user_text is not None
+        messages = self.history.messages(turn.user_text)
+        unheard = False
+        try:
+            await self._respond_with_retries(turn, messages)
+            turn.completed = True
+        except asyncio.CancelledError:
+            if not turn.spans:
+                # Nothing was heard: fold these words into the caller's next utterance.
+                self._carry_text = turn.user_text
+                unheard = True
+            raise
+        finally:
+            if not unheard:
+                self.history.add("user", turn.user_text)
+            self._settle(turn)
+        if turn.first_audio_at is not None:
+            latency_ms = (turn.first_audio_at - turn.started) * 1000
+            self.record.turn_latencies_ms.append(round(latency_ms, 1))
+            log.info("Turn %d | first_audio_ms=%.0f", self.record.turns, latency_ms)
+        if turn.transfer_requested:
+            await self._hand_off()
+
+    async def _respond_with_retries(self, turn: Turn, messages: list[Message]) -> None:
+        deadline = turn.started + self._config.turn_deadline_s
+        attempt = 0
+        while True:
+            try:
+                await self._generate(turn, messages)
+                return
+            except ProviderError as exc:
+                attempt += 1
+                heard = turn.first_audio_at is not None
+                backoff = 0.1 * 2**attempt
+                if exc.retryable and not heard and time.monotonic() + backoff < deadline:
+                    log.warning("%s; retrying turn (attempt %d)", exc, attempt + 1)
+                    await asyncio.sleep(backoff)
+                    continue
+                log.error("%s; apologising to the caller", exc)
+                turn.transfer_requested = False
+                await self._say_cached(self._config.fallback_line, turn)
+                return
+
+    async def _generate(self, turn: Turn, messages: list[Message]) -> None:
+        """LLM and TTS side by side: sentence N is spoken while N+1 is being written."""
+        sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=8)
+        think = asyncio.create_task(self._think(turn, messages, sentences), name="think")
+        voice = asyncio.create_task(self._voice(turn, sentences), name="voice")
+        try:
+            await asyncio.wait({think, voice}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in (think, voice):
+                if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                    raise exc
+        finally:
+            for task in (think, voice):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})
+
+    async def _think(self, turn: Turn, messages: list[Message], out: asyncio.Queue[str | None]) -> None:
+        llm = self._providers.llm
+        assert llm is not None
+        splitter = SentenceSplitter()
+        stream = llm.stream(messages, self._config.tools)
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    for sentence in splitter.push(event.text):
+                        llm_log.info('Sentence | text="%s"', sentence)
+                        await out.put(sentence)
+                elif isinstance(event, ToolCall):
+                    self._on_tool_call(turn, event)
+        finally:
+            await _aclose(stream)
+        rest = splitter.flush()
+        if rest:
+            llm_log.info('Sentence | text="%s"', rest)
+            await out.put(rest)
+        await out.put(None)
+
+    def _on_tool_call(self, turn: Turn, call: ToolCall) -> None:
+        if call.name == TRANSFER_TOOL.name and self._config.transfer_number:
+            turn.transfer_requested = True
+        else:
+            llm_log.warning("Ignoring unknown tool call %r", call.name)
+
+    async def _voice(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
+        tts = self._providers.tts
+        assert tts is not None
+        while (sentence := await sentences.get()) is not None:
+            await self._say_stream(tts.synthesize(sentence, self._rate), SpokenSpan(sentence), turn)
+
+    async def _say_cached(self, text: str, turn: Turn) -> None:
+        tts = self._providers.tts
+        assert tts is not None
+        stream = self._providers.cache.stream(tts, text, self._rate)
+        await self._say_stream(stream, SpokenSpan(text), turn)
+
+    async def _say_stream(self, pcm_stream: AsyncIterator[bytes], span: SpokenSpan, turn: Turn) -> None:
+        chunker = self.playout.chunker()
+        registered = False
+        try:
+            async for pcm in pcm_stream:
+                for chunk in chunker.push(pcm):
+                    if not registered:
+                        turn.spans.append(span)
+                        registered = True
+                    await self._send_chunk(chunk, span, turn)
+        finally:
+            await _aclose(pcm_stream)
+        tail = chunker.flush()
+        if tail:
+            if not registered:
+                turn.spans.append(span)
+            await self._send_chunk(tail, span, turn)
+        span.complete = True
+
+    async def _send_chunk(self, pcm: bytes, span: SpokenSpan, turn: Turn) -> None:
+        await self.playout.send_pcm(pcm, span)
+        if turn.first_audio_at is None:
+            turn.first_audio_at = time.monotonic()
+            self._audible_turn = turn
+
+    def _settle(self, turn: Turn) -> None:
+        """Write the reply to the history as heard so far (revised again on barge-in)."""
+        text = turn.reply_text() if turn.completed else heard_text(turn.spans, time.monotonic())
+        if text:
+            turn.history_entry = self.history.add("assistant", text)
+
+    async def _hand_off(self) -> None:
+        number = self._config.transfer_number
+        assert number is not None
+        self._handing_off = True
+        turn = Turn(user_text=None, started=time.monotonic())
+        await self._say_cached(self._config.transfer_line, turn)
+        # Let the caller hear the hand-off line before the line is switched.
+        await self.playout.wait_played(limit_s=10.0)
+        await self.playout.send_control(transfer(number))
+        self.record.transferred_to = number
+        ws_log.info("transfer sent | destination=%s", number)
+
+    # -- end ------------------------------------------------------------------------------
+
+    def _log_summary(self) -> None:
+        latencies = self.record.turn_latencies_ms
+        duration = time.monotonic() - self._started
+        ws_log.info(
+            "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
+            "turn_first_audio_ms=%s%s",
+            duration,
+            self.record.turns,
+            self.record.barge_ins,
+            self.audio_bytes_in / (self._rate * 2),
+            self.playout.audio_ms_sent / 1000,
+            "[" + ",".join(f"{ms:.0f}" for ms in latencies) + "]",
+            f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
+        )
+
+
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to finish, without swallowing our own cancellation."""
+    if task.done():
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Task %s failed: %r", task.get_name(), task.exception())
+        return
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Task %s failed: %r", task.get_name(), task.exception())
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close a provider stream now (its sockets too), not whenever it is collected."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,65 @@
+"""Synthesised audio for fixed lines (greeting, hand-off, apologies), kept in memory.
+
+A cached line costs no TTS round trip, and still plays when the TTS provider is down.
+Concurrent requests for the same line share one synthesis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from pipeline.providers.base import TextToSpeech
+
+
+class SpeechCache:
+    def __init__(self, max_entries: int = 64) -> None:
+        self._entries: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
+        self._max_entries = max_entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, tts: TextToSpeech, text: str, sample_rate: int) -> bytes | None:
+        key = tts.cache_key(text, sample_rate)
+        pcm = self._entries.get(key)
+        if pcm is not None:
+            self._entries.move_to_end(key)
+        return pcm
+
+    def put(self, tts: TextToSpeech, text: str, sample_rate: int, pcm: bytes) -> None:
+        key = tts.cache_key(text, sample_rate)
+        self._entries[key] = pcm
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def stream(self, tts: TextToSpeech, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        """The line's audio: from memory if cached, else streamed live and remembered."""
+        cached = self.get(tts, text, sample_rate)
+        if cached is not None:
+            yield cached
+            return
+        parts: list[bytes] = []
+        async for pcm in tts.synthesize(text, sample_rate):
+            parts.append(pcm)
+            yield pcm
+        self.put(tts, text, sample_rate, b"".join(parts))
+
+    async def warm(self, tts: TextToSpeech, text: str, sample_rate: int) -> bytes:
+        cached = self.get(tts, text, sample_rate)
+        if cached is not None:
+            return cached
+        parts = [pcm async for pcm in tts.synthesize(text, sample_rate)]
+        pcm = b"".join(parts)
+        self.put(tts, text, sample_rate, pcm)
+        return pcm
+
+
+async def warm_lines(
+    cache: SpeechCache, tts: TextToSpeech, lines: list[str], rates: list[int]
+) -> None:
+    """Synthesise every (line, rate) pair; one failure does not stop the others."""
+    jobs = [cache.warm(tts, line, rate) for line in lines for rate in rates if line]
+    await asyncio.gather(*jobs, return_exceptions=True)

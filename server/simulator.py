@@ -1,0 +1,693 @@
+"""A Knowlarity IVR Stream Node simulator: the other end of our ``/voice`` WebSocket.
+
+It behaves like the node does on a real call: one metadata text frame, then the caller's
+audio as binary 16-bit mono PCM frames paced in real time, while it records every event
+our server sends back (``playAudio``, ``killAudio``, ``transfer``, ``disconnect``) and
+checks each ``playAudio`` WAV the way the node would need it. Users run it through
+``voice-agent call``; the end-to-end tests and the benchmark use it as a library, with
+hundreds of clients in one process, so receiving is kept cheap (a WAV header parse, no
+per-sample work) and pacing follows an absolute schedule so it never drifts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import json
+import math
+import secrets
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from config.settings import SUPPORTED_SAMPLE_RATES
+
+EVENT_KINDS = ("playAudio", "killAudio", "transfer", "disconnect", "unknown")
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # a long greeting sent as one playAudio still fits
+DEFAULT_SAMPLE_RATE = 16000
+
+
+class SimulatorError(Exception):
+    """The simulated call cannot be run as asked (bad input file, rate mismatch)."""
+
+
+class CallEnded(Exception):
+    """The connection closed before the awaited event arrived."""
+
+
+# --- WAV handling (private until audio.wav exists) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WavInfo:
+    channels: int
+    sample_width: int
+    sample_rate: int
+    pcm: bytes
+
+
+def _parse_wav(data: bytes) -> WavInfo:
+    """Parse a RIFF/WAVE header and locate the data chunk; raises ValueError."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    fmt: tuple[int, int, int, int] | None = None
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk_id = data[pos : pos + 4]
+        (size,) = struct.unpack_from("<I", data, pos + 4)
+        body = pos + 8
+        if chunk_id == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                raise ValueError("truncated fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            fmt = (tag, channels, rate, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise ValueError("data chunk before fmt chunk")
+            tag, channels, rate, bits = fmt
+            if tag != 1:
+                raise ValueError(f"WAV format tag {tag} is not PCM")
+            # Streaming writers may leave the size unset (0 or 0xFFFFFFFF): take the rest.
+            end = len(data) if size in (0, 0xFFFFFFFF) else min(body + size, len(data))
+            return WavInfo(channels, bits // 8, rate, data[body:end])
+        pos = body + size + (size & 1)
+    raise ValueError("no data chunk")
+
+
+def _wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + len(pcm),
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        sample_rate,
+        sample_rate * 2,
+        2,
+        16,
+        b"data",
+        len(pcm),
+    )
+    return header + pcm
+
+
+# --- events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvent:
+    """One message from our server, as the node saw it."""
+
+    t: float  # time.monotonic() when received
+    kind: str  # one of EVENT_KINDS
+    raw_len: int  # size of the frame as sent, in bytes (text frames: characters)
+    wav: WavInfo | None = None  # playAudio only, when the WAV parsed
+    destination: str | None = None  # transfer only
+    duration_ms: float = 0.0  # playAudio only: length of the audio it carries
+    play_start: float | None = None  # playAudio only: when the node starts playing it
+
+
+def format_metadata(metadata: Mapping[str, Any]) -> str:
+    """The seed's form: a JSON string wrapping a Python-style single-quoted dict."""
+    return json.dumps(str(dict(metadata)))
+
+
+def default_metadata() -> dict[str, str]:
+    return {
+        "callid": f"sim-{secrets.token_hex(8)}",
+        "virtual_number": "+910000000000",
+        "customer_number": "+919999999999",
+        "call_type": "inbound",
+    }
+
+
+class StreamNodeClient:
+    """One simulated call's WebSocket, with a background receiver recording events.
+
+    Use as ``async with StreamNodeClient(sample_rate=16000) as node: await
+    node.connect(url)``. ``keep_audio=False`` drops the bot's PCM after checking it
+    (events keep their header and duration), which the benchmark wants at scale.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        on_event: Callable[[ReceivedEvent], None] | None = None,
+        keep_audio: bool = True,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.on_event = on_event
+        self.keep_audio = keep_audio
+        self.events: list[ReceivedEvent] = []
+        self.problems: list[str] = []
+        self.counts: Counter[str] = Counter()
+        self.bot_audio = bytearray()
+        self.kill_offsets: list[int] = []  # byte offsets into bot_audio of each killAudio
+        self.playing_until = 0.0  # monotonic time the node's playback queue runs dry
+        self.transfer_destination: str | None = None
+        self.last_play_at: float | None = None
+        self.received_audio_ms = 0.0  # every playAudio's duration, kept even without PCM
+        self.connected_at: float | None = None
+        self.metadata_sent_at: float | None = None
+        self.max_send_lag_ms = 0.0  # how far behind schedule pacing ever fell
+        self._ws: ClientConnection | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._next_frame_at: float | None = None
+        self._closed = False
+        self._closing_ourselves = False
+        self._finished = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- connection ---------------------------------------------------------------
+
+    async def connect(
+        self,
+        url: str,
+        *,
+        extra_headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        open_timeout: float = 10,
+    ) -> None:
+        self._ws = await connect(
+            url,
+            additional_headers=extra_headers,
+            open_timeout=open_timeout,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,  # the node sends raw PCM; deflate would only cost CPU
+        )
+        self.connected_at = time.monotonic()
+        self._receiver = asyncio.create_task(self._receive(self._ws))
+
+    async def close(self, code: int = 1000) -> None:
+        """Close normally and wait for the receiver to drain."""
+        if self._ws is None:
+            return
+        if not self._closed:
+            self._closing_ourselves = True
+        await self._ws.close(code)
+        if self._receiver is not None:
+            await self._receiver
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def finished(self) -> bool:
+        """The call is over for the node: transfer, disconnect or a closed socket."""
+        return self._finished
+
+    @property
+    def close_code(self) -> int | None:
+        return None if self._ws is None else self._ws.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return None if self._ws is None else self._ws.close_reason
+
+    @property
+    def closed_by_server(self) -> bool:
+        """Whether the server ended the connection (a close frame or a dropped socket)."""
+        if not self._closed or self._ws is None:
+            return False
+        return not self._closing_ourselves or bool(self._ws.protocol.close_rcvd_then_sent)
+
+    def _conn(self) -> ClientConnection:
+        if self._ws is None:
+            raise RuntimeError("StreamNodeClient.connect() has not been called")
+        return self._ws
+
+    # --- sending ------------------------------------------------------------------
+
+    async def send_metadata(self, raw: str | Mapping[str, Any]) -> float:
+        """Send the metadata frame; a mapping goes in the seed's form, a str verbatim.
+
+        Returns the monotonic time it was sent (the start of greeting latency).
+        """
+        text = raw if isinstance(raw, str) else format_metadata(raw)
+        await self._conn().send(text)
+        self.metadata_sent_at = time.monotonic()
+        return self.metadata_sent_at
+
+    async def send_audio(self, pcm: bytes) -> None:
+        await self._conn().send(pcm)
+
+    async def stream_pcm(
+        self, pcm: bytes, sample_rate: int, frame_ms: int = 20, realtime: bool = True
+    ) -> list[float]:
+        """Send PCM as frame_ms frames; returns each frame's send time (monotonic).
+
+        In real time, frame k goes out at t0 + k*frame on an absolute schedule that
+        carries over between calls, so a late wake-up never shifts later frames. Stops
+        early, without error, once the call is finished.
+        """
+        frame_bytes = sample_rate * frame_ms // 1000 * 2
+        if frame_bytes <= 0:
+            raise ValueError(f"frame of {frame_ms} ms at {sample_rate} Hz is empty")
+        frame_s = frame_ms / 1000
+        ws = self._conn()
+        sent: list[float] = []
+        now = time.monotonic()
+        due = now if self._next_frame_at is None else max(now, self._next_frame_at)
+        for start in range(0, len(pcm), frame_bytes):
+            if self._finished:
+                break
+            if realtime:
+                await self._sleep_until(due)
+            else:
+                await asyncio.sleep(0)  # let the receiver run between frames
+            frame = pcm[start : start + frame_bytes]
+            if len(frame) < frame_bytes:
+                frame = frame + bytes(frame_bytes - len(frame))  # the node sends whole frames
+            try:
+                await ws.send(frame)
+            except ConnectionClosed:
+                break
+            sent.append(time.monotonic())
+            due += frame_s
+        self._next_frame_at = due if realtime else None
+        return sent
+
+    async def stream_silence(
+        self, seconds: float, sample_rate: int, realtime: bool = True, frame_ms: int = 20
+    ) -> list[float]:
+        n_bytes = round(seconds * sample_rate) * 2
+        return await self.stream_pcm(bytes(n_bytes), sample_rate, frame_ms, realtime)
+
+    async def _sleep_until(self, due: float) -> None:
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            self.max_send_lag_ms = max(self.max_send_lag_ms, -delay * 1000)
+
+    # --- receiving ----------------------------------------------------------------
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        try:
+            async for message in ws:
+                self._record(self._classify(message, time.monotonic()))
+        except ConnectionClosed:
+            pass  # the close code tells how it ended
+        finally:
+            self._closed = True
+            self._finished = True
+            self._notify()
+
+    def _classify(self, message: str | bytes, now: float) -> ReceivedEvent:
+        if isinstance(message, bytes):
+            self.problems.append(f"unexpected binary frame of {len(message)} bytes")
+            return ReceivedEvent(now, "unknown", len(message))
+        try:
+            event = json.loads(message)
+            kind = event["type"]
+        except (ValueError, TypeError, KeyError):
+            self.problems.append(f"unparseable text frame: {message[:80]!r}")
+            return ReceivedEvent(now, "unknown", len(message))
+        if kind == "playAudio":
+            return self._play_audio(event, now, len(message))
+        if kind == "killAudio":
+            return ReceivedEvent(now, kind, len(message))
+        if kind == "transfer":
+            return self._transfer(event, now, len(message))
+        if kind == "disconnect":
+            return ReceivedEvent(now, kind, len(message))
+        self.problems.append(f"unknown event type {kind!r}")
+        return ReceivedEvent(now, "unknown", len(message))
+
+    def _play_audio(self, event: Any, now: float, raw_len: int) -> ReceivedEvent:
+        try:
+            data = event["data"]
+            content_type = data["audioContentType"]
+            wav_bytes = base64.b64decode(data["audioContent"], validate=True)
+        except (KeyError, TypeError, binascii.Error) as exc:
+            self.problems.append(f"playAudio without valid base64 audioContent: {exc!r}")
+            return ReceivedEvent(now, "playAudio", raw_len)
+        if content_type != "wav":
+            self.problems.append(f"playAudio audioContentType {content_type!r}, expected 'wav'")
+        try:
+            wav = _parse_wav(wav_bytes)
+        except (ValueError, struct.error) as exc:
+            self.problems.append(f"playAudio content is not a PCM WAV: {exc}")
+            return ReceivedEvent(now, "playAudio", raw_len)
+        problem = self._wav_problem(wav)
+        if problem:
+            self.problems.append(f"playAudio {problem}")
+        frame = wav.channels * wav.sample_width
+        duration_ms = (
+            len(wav.pcm) / (frame * wav.sample_rate) * 1000 if frame and wav.sample_rate else 0.0
+        )
+        play_start = max(now, self.playing_until)
+        self.playing_until = play_start + duration_ms / 1000
+        if problem is None and self.keep_audio:
+            self.bot_audio += wav.pcm
+        if not self.keep_audio:
+            wav = WavInfo(wav.channels, wav.sample_width, wav.sample_rate, b"")
+        return ReceivedEvent(now, "playAudio", raw_len, wav, None, duration_ms, play_start)
+
+    def _wav_problem(self, wav: WavInfo) -> str | None:
+        if wav.channels != 1:
+            return f"WAV has {wav.channels} channels, expected mono"
+        if wav.sample_width != 2:
+            return f"WAV is {wav.sample_width * 8}-bit, expected 16-bit"
+        if wav.sample_rate != self.sample_rate:
+            return f"WAV is {wav.sample_rate} Hz, the node is at {self.sample_rate} Hz"
+        if len(wav.pcm) % 2:
+            return "WAV data has an odd number of bytes"
+        return None
+
+    def _transfer(self, event: Any, now: float, raw_len: int) -> ReceivedEvent:
+        destination = None
+        with contextlib.suppress(KeyError, TypeError):
+            destination = event["data"]["destination"]
+        if not isinstance(destination, str) or not destination:
+            self.problems.append("transfer without a destination")
+            destination = None
+        return ReceivedEvent(now, "transfer", raw_len, destination=destination)
+
+    def _record(self, event: ReceivedEvent) -> None:
+        self.events.append(event)
+        self.counts[event.kind] += 1
+        if event.kind == "playAudio":
+            self.last_play_at = event.t
+            self.received_audio_ms += event.duration_ms
+        elif event.kind == "killAudio":
+            # Knowlarity drops whatever was queued: playback stops now.
+            self.playing_until = event.t
+            self.kill_offsets.append(len(self.bot_audio))
+        elif event.kind == "transfer":
+            self.transfer_destination = event.destination
+            self._finished = True
+        elif event.kind == "disconnect":
+            self._finished = True
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception as exc:  # a broken callback must not stop the recording
+                self.problems.append(f"on_event callback raised {exc!r}")
+        self._notify()
+
+    def _notify(self) -> None:
+        # Wake every waiter once; each re-checks from where it left off.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # --- observing ----------------------------------------------------------------
+
+    @property
+    def bot_segments(self) -> list[bytes]:
+        """Bot audio split at each killAudio (the node discarded what followed in queue)."""
+        bounds = [0, *self.kill_offsets, len(self.bot_audio)]
+        pieces = (bytes(self.bot_audio[a:b]) for a, b in itertools.pairwise(bounds))
+        return [p for p in pieces if p]
+
+    @property
+    def is_playing(self) -> bool:
+        return time.monotonic() < self.playing_until
+
+    # The timeout parameters are the API callers want: a budget per wait.
+    async def wait_for(
+        self,
+        kind: str,
+        *,
+        after: float | None = None,
+        timeout: float,  # noqa: ASYNC109
+    ) -> ReceivedEvent:
+        """The first event of ``kind`` received after ``after`` (monotonic), if given.
+
+        Raises TimeoutError, or CallEnded if the connection closes first.
+        """
+        index = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                events = self.events
+                for event in events[index:]:
+                    if event.kind == kind and (after is None or event.t > after):
+                        return event
+                index = len(events)
+                if self._closed:
+                    raise CallEnded(f"connection closed before a {kind} event")
+                await self._changed.wait()
+
+    async def wait_for_quiet(self, seconds: float, timeout: float) -> None:  # noqa: ASYNC109
+        """Return once no playAudio has arrived for ``seconds`` (or the call closed)."""
+        started = time.monotonic()
+        async with asyncio.timeout(timeout):
+            while not self._closed:
+                last = self.last_play_at
+                quiet_at = max(started if last is None else last, started) + seconds
+                remaining = quiet_at - time.monotonic()
+                if remaining <= 0:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
+
+    async def wait_finished(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the call is finished; False if it is still going at the timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._finished:
+                    await self._changed.wait()
+        return self._finished
+
+
+# --- analysis ----------------------------------------------------------------------
+
+
+def detect_speech_segments(
+    pcm: bytes,
+    sample_rate: int,
+    *,
+    window_ms: int = 20,
+    threshold_dbfs: float = -40.0,
+    min_silence_ms: int = 300,
+    min_speech_ms: int = 60,
+) -> list[tuple[float, float]]:
+    """(start, end) seconds of speech in 16-bit mono PCM, by RMS energy per window.
+
+    A window is speech when its RMS exceeds ``threshold_dbfs``; a segment ends once
+    ``min_silence_ms`` of silence follows it (shorter pauses are merged), and segments
+    shorter than ``min_speech_ms`` (clicks) are dropped.
+    """
+    samples = np.frombuffer(pcm, dtype="<i2", count=len(pcm) // 2)
+    window = max(1, sample_rate * window_ms // 1000)
+    if samples.size == 0:
+        return []
+    starts = np.arange(0, samples.size, window)
+    energy = np.add.reduceat(samples.astype(np.float64) ** 2, starts)
+    lengths = np.diff(np.append(starts, samples.size))
+    rms = np.sqrt(energy / lengths)
+    speech = rms > 32768.0 * 10 ** (threshold_dbfs / 20)
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], speech, [False])).astype(np.int8)))
+    runs: list[list[int]] = []  # [first_window, end_window) of each speech run
+    gap_windows = math.ceil(min_silence_ms / window_ms)
+    for first, end in edges.reshape(-1, 2).tolist():
+        if runs and first - runs[-1][1] < gap_windows:
+            runs[-1][1] = end
+        else:
+            runs.append([first, end])
+    segments = [
+        (first * window / sample_rate, min(end * window, samples.size) / sample_rate)
+        for first, end in runs
+    ]
+    return [(a, b) for a, b in segments if (b - a) * 1000 >= min_speech_ms]
+
+
+def reply_latencies(
+    events: Sequence[ReceivedEvent],
+    speech_ends: Sequence[float | None],
+    *,
+    continuation_gap_s: float = 0.25,
+) -> list[float | None]:
+    """For each speech end (monotonic), ms until the bot's reply started arriving.
+
+    The reply is the first playAudio after the end that starts a new burst: a playAudio
+    arriving within ``continuation_gap_s`` of the previous one, with no killAudio
+    between, continues that burst (e.g. a greeting still streaming when the caller
+    stopped talking) and is not a reply. ``0`` makes every playAudio count. None where
+    no reply came, or the end was never sent.
+    """
+    burst_starts: list[float] = []
+    last_play: float | None = None
+    for event in events:
+        if event.kind == "killAudio":
+            last_play = None
+        elif event.kind == "playAudio":
+            if last_play is None or event.t - last_play >= continuation_gap_s:
+                burst_starts.append(event.t)
+            last_play = event.t
+    latencies: list[float | None] = []
+    for end in speech_ends:
+        reply = None if end is None else next((t for t in burst_starts if t > end), None)
+        latencies.append(None if reply is None or end is None else (reply - end) * 1000)
+    return latencies
+
+
+def frame_sent_at(offset_s: float, send_times: Sequence[float], frame_ms: int) -> float | None:
+    """When the frame holding the audio just before ``offset_s`` was sent, if it was."""
+    index = max(0, math.ceil(offset_s * 1000 / frame_ms - 1e-9) - 1)
+    return send_times[index] if index < len(send_times) else None
+
+
+@dataclass(slots=True)
+class CallReport:
+    url: str
+    call_id: str | None
+    sample_rate: int
+    speech_segments: list[tuple[float, float]]  # seconds into the streamed WAV
+    greeting_latency_ms: float | None  # metadata sent -> first playAudio
+    reply_latencies_ms: list[float | None]  # one per speech segment; None = no reply
+    counts: dict[str, int]
+    problems: list[str]
+    bot_audio_ms: float  # total duration of the playAudio received
+    transfer_destination: str | None
+    close_code: int | None
+    closed_by_server: bool
+    saved_audio: Path | None = None
+    max_send_lag_ms: float = 0.0  # > a few ms means the simulator itself was overloaded
+    events: list[ReceivedEvent] = field(default_factory=list, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """The call went fine: the bot spoke and nothing it sent was wrong."""
+        return self.counts.get("playAudio", 0) > 0 and not self.problems
+
+
+# --- a whole call ------------------------------------------------------------------
+
+
+def load_caller_audio(wav: Path | None, sample_rate: int | None) -> tuple[bytes, int]:
+    """The caller's PCM and the node's rate; the WAV must already be at that rate."""
+    if wav is None:
+        rate = sample_rate or DEFAULT_SAMPLE_RATE
+        pcm = b""
+    else:
+        try:
+            info = _parse_wav(wav.read_bytes())
+        except (OSError, ValueError, struct.error) as exc:
+            raise SimulatorError(f"cannot read {wav}: {exc}") from exc
+        if info.channels != 1 or info.sample_width != 2:
+            raise SimulatorError(
+                f"{wav} is {info.channels}-channel {info.sample_width * 8}-bit; "
+                "the node streams mono 16-bit PCM"
+            )
+        if sample_rate is not None and sample_rate != info.sample_rate:
+            raise SimulatorError(
+                f"{wav} is {info.sample_rate} Hz but the node is set to {sample_rate} Hz; "
+                "resample the file first (e.g. sox in.wav -r 16000 out.wav)"
+            )
+        rate, pcm = info.sample_rate, info.pcm
+    if rate not in SUPPORTED_SAMPLE_RATES:
+        raise SimulatorError(f"the node supports {SUPPORTED_SAMPLE_RATES} Hz, not {rate}")
+    return pcm, rate
+
+
+async def run_call(
+    url: str,
+    *,
+    wav: Path | None = None,
+    metadata: Mapping[str, Any] | str | None = None,
+    sample_rate: int | None = None,
+    seconds_of_silence_after: float = 3.0,
+    save_audio: Path | None = None,
+    on_event: Callable[[ReceivedEvent], None] | None = None,
+    realtime: bool = True,
+    extra_headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    frame_ms: int = 20,
+    open_timeout: float = 10,
+    keep_audio: bool = True,
+    continuation_gap_s: float = 0.25,
+) -> CallReport:
+    """One call as the node makes it: metadata, the WAV, trailing silence, close.
+
+    The call stops early when the server transfers, disconnects or closes. With
+    ``realtime=False`` audio goes out as fast as possible and the run then waits up to
+    ``seconds_of_silence_after`` for the server to end the call.
+    """
+    pcm, rate = await asyncio.to_thread(load_caller_audio, wav, sample_rate)
+    segments = detect_speech_segments(pcm, rate)
+    meta = default_metadata() if metadata is None else metadata
+    node = StreamNodeClient(
+        sample_rate=rate, on_event=on_event, keep_audio=keep_audio or save_audio is not None
+    )
+    async with node:
+        await node.connect(url, extra_headers=extra_headers, open_timeout=open_timeout)
+        await node.send_metadata(meta)
+        sent = await node.stream_pcm(pcm, rate, frame_ms, realtime)
+        await node.stream_silence(seconds_of_silence_after, rate, realtime, frame_ms)
+        if not realtime:
+            await node.wait_finished(seconds_of_silence_after)
+    if save_audio is not None:
+        await asyncio.to_thread(save_audio.write_bytes, _wav_bytes(bytes(node.bot_audio), rate))
+    # Time-compressed runs have no meaningful gaps, so every playAudio may be a reply.
+    gap = continuation_gap_s if realtime else 0.0
+    ends = [frame_sent_at(end, sent, frame_ms) for _, end in segments]
+    return _report(
+        node,
+        url,
+        meta,
+        segments,
+        reply_latencies(node.events, ends, continuation_gap_s=gap),
+        save_audio,
+    )
+
+
+def _report(
+    node: StreamNodeClient,
+    url: str,
+    metadata: Mapping[str, Any] | str,
+    segments: list[tuple[float, float]],
+    replies: list[float | None],
+    saved: Path | None,
+) -> CallReport:
+    first_play = next((e.t for e in node.events if e.kind == "playAudio"), None)
+    greeting = (
+        None
+        if first_play is None or node.metadata_sent_at is None
+        else (first_play - node.metadata_sent_at) * 1000
+    )
+    call_id = None if isinstance(metadata, str) else metadata.get("callid")
+    return CallReport(
+        url=url,
+        call_id=call_id if isinstance(call_id, str) else None,
+        sample_rate=node.sample_rate,
+        speech_segments=segments,
+        greeting_latency_ms=greeting,
+        reply_latencies_ms=replies,
+        counts={kind: node.counts.get(kind, 0) for kind in EVENT_KINDS},
+        problems=list(node.problems),
+        bot_audio_ms=node.received_audio_ms,
+        transfer_destination=node.transfer_destination,
+        close_code=node.close_code,
+        closed_by_server=node.closed_by_server,
+        saved_audio=saved,
+        max_send_lag_ms=node.max_send_lag_ms,
+        events=list(node.events),
+    )

@@ -1,0 +1,127 @@
+"""Run an ASGI app in-process on a loopback socket with uvicorn, for tests and benchmarks.
+
+The socket is bound before uvicorn starts, so the port is known at once (``port=0`` picks
+a free one) and there is no bind race. Uvicorn's signal capture, lifespan, access log and
+logging configuration are all disabled: the embedding process owns those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["AppServer", "bind_loopback"]
+
+_START_POLL_S = 0.005
+
+
+def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening-ready TCP socket bound to ``host:port`` (port 0 = any free port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AppServer:
+    """One ASGI app served on one loopback socket; ``async with`` starts and stops it."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        graceful_shutdown_s: int = 2,
+    ) -> None:
+        self._app = app
+        self._host = host
+        self._requested_port = port
+        self._graceful_shutdown_s = graceful_shutdown_s
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._port: int | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("server already started")
+        sock = bind_loopback(self._host, self._requested_port)
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._app,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            log_level="warning",
+            ws="none",
+            timeout_graceful_shutdown=self._graceful_shutdown_s,
+        )
+        server = _EmbeddedServer(config)
+        self._server = server
+        self._task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{self._port}")
+        try:
+            while not server.started:
+                if self._task.done():
+                    self._task.result()  # surfaces the startup error
+                    raise RuntimeError("uvicorn exited during startup")
+                await asyncio.sleep(_START_POLL_S)
+        except BaseException:
+            await self.stop()
+            sock.close()
+            raise
+
+    async def stop(self) -> None:
+        server, task = self._server, self._task
+        self._server = self._task = None
+        if server is None or task is None:
+            return
+        server.should_exit = True
+        try:
+            await task
+        except SystemExit as exc:  # uvicorn exits this way when startup fails
+            raise RuntimeError(f"uvicorn failed on port {self._port}") from exc
+
+    async def __aenter__(self) -> AppServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
