@@ -97,8 +97,71 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, so log redaction can mask them."""
-        values = [self.deepgram_api_key, self.openai_api_key, self.cartesia_api_key]
-        return [v.get_secret_value() for v in values if _present(v)]
+        values = [
+            self.deepgram_api_key,
+            self.openai_api_key,
+            self.cartesia_api_key,
+            self.knowlarity_api_key,
+            self.knowlarity_sr_api_key,
+            self.admin_api_token,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and _present(v)]
+
+    # Knowlarity account API (kpi/) ------------------------------------------------------
+    # REST calls (makecall, otpcall, notifications) send KNOWLARITY_API_KEY as x-api-key and
+    # KNOWLARITY_SR_API_KEY as authorization; the live konnect stream has the SR key in its URL.
+    knowlarity_api_key: SecretStr | None = None
+    knowlarity_sr_api_key: SecretStr | None = None
+    knowlarity_base_url: str = "https://kpi.knowlarity.com"
+    knowlarity_channel: Literal["Basic", "Advance", "Premium", "Enterprise"] = "Basic"
+    knowlarity_number: str | None = None  # default k_number / knowlarity_number (E.164)
+    knowlarity_agent_number: str | None = None  # default agent_number for makecall (E.164)
+    knowlarity_notifications_url: str = "https://konnect.knowlarity.com:8100"
+    knowlarity_events_enabled: bool = True  # run the konnect consumer when the SR key is set
+    knowlarity_timeout_s: float = Field(15.0, gt=0, le=300)
+    knowlarity_connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    knowlarity_retries: int = Field(2, ge=0, le=10)
+    knowlarity_retry_backoff_s: float = Field(0.5, ge=0, le=30)
+    knowlarity_stream_idle_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    knowlarity_stream_backoff_initial_s: float = Field(1.0, gt=0, le=600)
+    knowlarity_stream_backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    knowlarity_events_buffer: int = Field(500, ge=1, le=100_000)
+    admin_api_token: SecretStr | None = None  # Bearer token for the /api routes
+
+    @field_validator("knowlarity_channel", mode="before")
+    @classmethod
+    def _channel_any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            for channel in ("Basic", "Advance", "Premium", "Enterprise"):
+                if value.strip().lower() == channel.lower():
+                    return channel
+        return value
+
+    @field_validator("knowlarity_number", "knowlarity_agent_number", mode="before")
+    @classmethod
+    def _kpi_blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("knowlarity_base_url", "knowlarity_notifications_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @property
+    def kpi_configured(self) -> bool:
+        """Both keys the KPI REST API needs are set."""
+        return _present(self.knowlarity_api_key) and _present(self.knowlarity_sr_api_key)
+
+    @property
+    def konnect_configured(self) -> bool:
+        """The live event stream can run (it needs only the SR key) and is wanted."""
+        return self.knowlarity_events_enabled and _present(self.knowlarity_sr_api_key)
+
+    @property
+    def admin_api_configured(self) -> bool:
+        return _present(self.admin_api_token)
+
+    # End of Knowlarity account API (kpi/) -----------------------------------------------
 
 
 def _present(value: SecretStr | None) -> bool:

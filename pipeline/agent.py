@@ -23,7 +23,9 @@ class AgentConfig:
     transfer_number: str | None = None
     transfer_line: str = "Sure, transferring you to a colleague now."
     fallback_line: str = "Sorry, I didn't catch that, could you say it again?"
-    unavailable_line: str = "Sorry, our assistant is not available right now. Please call again later."
+    unavailable_line: str = (
+        "Sorry, our assistant is not available right now. Please call again later."
+    )
     chunk_ms: int = 100
     barge_in_min_words: int = 1
     turn_deadline_s: float = 2.5

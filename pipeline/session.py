@@ -208,7 +208,9 @@ class CallSession:
                 self.history.revise(turn.history_entry, heard_text(turn.spans, now))
                 self._audible_turn = None
         elif task is not None and not task.done():
-            log.info('Caller still speaking; reply cancelled before it was heard | "%s"', words[:60])
+            log.info(
+                'Caller still speaking; reply cancelled before it was heard | "%s"', words[:60]
+            )
             await self._cancel_turn()
 
     # -- turns ------------------------------------------------------------------------------
@@ -224,7 +226,9 @@ class CallSession:
         if task is not None:
             await _cancel_and_wait(task)
 
-    async def _speak_fixed(self, text: str, *, greeting: bool = False, end_call: bool = False) -> None:
+    async def _speak_fixed(
+        self, text: str, *, greeting: bool = False, end_call: bool = False
+    ) -> None:
         turn = Turn(user_text=None, started=time.monotonic())
         try:
             await self._say_cached(text, turn)
@@ -232,7 +236,9 @@ class CallSession:
         finally:
             self._settle(turn)
         if greeting and turn.first_audio_at is not None:
-            ws_log.info("Greeting sent | first_audio_ms=%.0f", (turn.first_audio_at - turn.started) * 1000)
+            ws_log.info(
+                "Greeting sent | first_audio_ms=%.0f", (turn.first_audio_at - turn.started) * 1000
+            )
         if end_call:
             await self.playout.wait_played(limit_s=15.0)
             await self.playout.send_control(disconnect())
@@ -298,7 +304,9 @@ class CallSession:
                     task.cancel()
                     await asyncio.wait({task})
 
-    async def _think(self, turn: Turn, messages: list[Message], out: asyncio.Queue[str | None]) -> None:
+    async def _think(
+        self, turn: Turn, messages: list[Message], out: asyncio.Queue[str | None]
+    ) -> None:
         llm = self._providers.llm
         assert llm is not None
         splitter = SentenceSplitter()
@@ -337,7 +345,9 @@ class CallSession:
         stream = self._providers.cache.stream(tts, text, self._rate)
         await self._say_stream(stream, SpokenSpan(text), turn)
 
-    async def _say_stream(self, pcm_stream: AsyncIterator[bytes], span: SpokenSpan, turn: Turn) -> None:
+    async def _say_stream(
+        self, pcm_stream: AsyncIterator[bytes], span: SpokenSpan, turn: Turn
+    ) -> None:
         chunker = self.playout.chunker()
         registered = False
         try:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from server.app import get_app
+        from server.application import get_app
 
         return get_app()
     raise AttributeError(f"module 'server' has no attribute {name!r}")

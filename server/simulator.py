@@ -12,14 +12,12 @@ per-sample work) and pacing follows an absolute schedule so it never drifts.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import bisect
 import contextlib
 import itertools
 import json
 import math
 import secrets
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -32,11 +30,17 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from audio.wav import WavInfo, parse_wav, pcm_to_wav, read_wav_file
 from config.settings import SUPPORTED_SAMPLE_RATES
+from server.protocol import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_outgoing
 
 EVENT_KINDS = ("playAudio", "killAudio", "transfer", "disconnect", "unknown")
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a long greeting sent as one playAudio still fits
 DEFAULT_SAMPLE_RATE = 16000
+
+# Indirection so tests can drive pacing with a fake clock.
+_now = time.monotonic
+_sleep = asyncio.sleep
 
 
 class SimulatorError(Exception):
@@ -45,65 +49,6 @@ class SimulatorError(Exception):
 
 class CallEnded(Exception):
     """The connection closed before the awaited event arrived."""
-
-
-# --- WAV handling (private until audio.wav exists) ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WavInfo:
-    channels: int
-    sample_width: int
-    sample_rate: int
-    pcm: bytes
-
-
-def _parse_wav(data: bytes) -> WavInfo:
-    """Parse a RIFF/WAVE header and locate the data chunk; raises ValueError."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    fmt: tuple[int, int, int, int] | None = None
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk_id = data[pos : pos + 4]
-        (size,) = struct.unpack_from("<I", data, pos + 4)
-        body = pos + 8
-        if chunk_id == b"fmt ":
-            if size < 16 or body + 16 > len(data):
-                raise ValueError("truncated fmt chunk")
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
-            fmt = (tag, channels, rate, bits)
-        elif chunk_id == b"data":
-            if fmt is None:
-                raise ValueError("data chunk before fmt chunk")
-            tag, channels, rate, bits = fmt
-            if tag != 1:
-                raise ValueError(f"WAV format tag {tag} is not PCM")
-            # Streaming writers may leave the size unset (0 or 0xFFFFFFFF): take the rest.
-            end = len(data) if size in (0, 0xFFFFFFFF) else min(body + size, len(data))
-            return WavInfo(channels, bits // 8, rate, data[body:end])
-        pos = body + size + (size & 1)
-    raise ValueError("no data chunk")
-
-
-def _wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
-    header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF",
-        36 + len(pcm),
-        b"WAVE",
-        b"fmt ",
-        16,
-        1,
-        1,
-        sample_rate,
-        sample_rate * 2,
-        2,
-        16,
-        b"data",
-        len(pcm),
-    )
-    return header + pcm
 
 
 # --- events ------------------------------------------------------------------------
@@ -201,7 +146,7 @@ class StreamNodeClient:
             max_size=MAX_FRAME_BYTES,
             compression=None,  # the node sends raw PCM; deflate would only cost CPU
         )
-        self.connected_at = time.monotonic()
+        self.connected_at = _now()
         self._receiver = asyncio.create_task(self._receive(self._ws))
 
     async def close(self, code: int = 1000) -> None:
@@ -252,7 +197,7 @@ class StreamNodeClient:
         """
         text = raw if isinstance(raw, str) else format_metadata(raw)
         await self._conn().send(text)
-        self.metadata_sent_at = time.monotonic()
+        self.metadata_sent_at = _now()
         return self.metadata_sent_at
 
     async def send_audio(self, pcm: bytes) -> None:
@@ -273,7 +218,7 @@ class StreamNodeClient:
         frame_s = frame_ms / 1000
         ws = self._conn()
         sent: list[float] = []
-        now = time.monotonic()
+        now = _now()
         due = now if self._next_frame_at is None else max(now, self._next_frame_at)
         for start in range(0, len(pcm), frame_bytes):
             if self._finished:
@@ -289,7 +234,7 @@ class StreamNodeClient:
                 await ws.send(frame)
             except ConnectionClosed:
                 break
-            sent.append(time.monotonic())
+            sent.append(_now())
             due += frame_s
         self._next_frame_at = due if realtime else None
         return sent
@@ -301,9 +246,9 @@ class StreamNodeClient:
         return await self.stream_pcm(bytes(n_bytes), sample_rate, frame_ms, realtime)
 
     async def _sleep_until(self, due: float) -> None:
-        delay = due - time.monotonic()
+        delay = due - _now()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await _sleep(delay)
         else:
             self.max_send_lag_ms = max(self.max_send_lag_ms, -delay * 1000)
 
@@ -312,7 +257,7 @@ class StreamNodeClient:
     async def _receive(self, ws: ClientConnection) -> None:
         try:
             async for message in ws:
-                self._record(self._classify(message, time.monotonic()))
+                self.handle_message(message, _now())
         except ConnectionClosed:
             pass  # the close code tells how it ended
         finally:
@@ -320,54 +265,45 @@ class StreamNodeClient:
             self._finished = True
             self._notify()
 
-    def _classify(self, message: str | bytes, now: float) -> ReceivedEvent:
-        if isinstance(message, bytes):
-            self.problems.append(f"unexpected binary frame of {len(message)} bytes")
-            return ReceivedEvent(now, "unknown", len(message))
-        try:
-            event = json.loads(message)
-            kind = event["type"]
-        except (ValueError, TypeError, KeyError):
-            self.problems.append(f"unparseable text frame: {message[:80]!r}")
-            return ReceivedEvent(now, "unknown", len(message))
-        if kind == "playAudio":
-            return self._play_audio(event, now, len(message))
-        if kind == "killAudio":
-            return ReceivedEvent(now, kind, len(message))
-        if kind == "transfer":
-            return self._transfer(event, now, len(message))
-        if kind == "disconnect":
-            return ReceivedEvent(now, kind, len(message))
-        self.problems.append(f"unknown event type {kind!r}")
-        return ReceivedEvent(now, "unknown", len(message))
+    def handle_message(self, message: str | bytes, now: float) -> ReceivedEvent:
+        """Record one message from the server as received at ``now`` (monotonic)."""
+        event = self._classify(message, now)
+        self._record(event)
+        return event
 
-    def _play_audio(self, event: Any, now: float, raw_len: int) -> ReceivedEvent:
+    def _classify(self, message: str | bytes, now: float) -> ReceivedEvent:
+        size = len(message)
+        if isinstance(message, bytes):
+            self.problems.append(f"unexpected binary frame of {size} bytes")
+            return ReceivedEvent(now, "unknown", size)
         try:
-            data = event["data"]
-            content_type = data["audioContentType"]
-            wav_bytes = base64.b64decode(data["audioContent"], validate=True)
-        except (KeyError, TypeError, binascii.Error) as exc:
-            self.problems.append(f"playAudio without valid base64 audioContent: {exc!r}")
-            return ReceivedEvent(now, "playAudio", raw_len)
-        if content_type != "wav":
-            self.problems.append(f"playAudio audioContentType {content_type!r}, expected 'wav'")
+            event = parse_outgoing(message)
+        except UnknownEvent as exc:
+            self.problems.append(str(exc))
+            return ReceivedEvent(now, "unknown", size)
+        if isinstance(event, PlayAudio):
+            return self._play_audio(event.wav, now, size)
+        if isinstance(event, Transfer):
+            return ReceivedEvent(now, "transfer", size, destination=event.destination)
+        return ReceivedEvent(
+            now, "killAudio" if isinstance(event, KillAudio) else "disconnect", size
+        )
+
+    def _play_audio(self, wav_bytes: bytes, now: float, raw_len: int) -> ReceivedEvent:
         try:
-            wav = _parse_wav(wav_bytes)
-        except (ValueError, struct.error) as exc:
+            wav = parse_wav(wav_bytes)
+        except ValueError as exc:
             self.problems.append(f"playAudio content is not a PCM WAV: {exc}")
             return ReceivedEvent(now, "playAudio", raw_len)
         problem = self._wav_problem(wav)
         if problem:
             self.problems.append(f"playAudio {problem}")
-        frame = wav.channels * wav.sample_width
-        duration_ms = (
-            len(wav.pcm) / (frame * wav.sample_rate) * 1000 if frame and wav.sample_rate else 0.0
-        )
+        duration_ms = wav.duration_s * 1000
         play_start = max(now, self.playing_until)
         self.playing_until = play_start + duration_ms / 1000
         if problem is None and self.keep_audio:
             self.bot_audio += wav.pcm
-        if not self.keep_audio:
+        if not self.keep_audio:  # direct construction: dataclasses.replace is 10x slower
             wav = WavInfo(wav.channels, wav.sample_width, wav.sample_rate, b"")
         return ReceivedEvent(now, "playAudio", raw_len, wav, None, duration_ms, play_start)
 
@@ -378,18 +314,7 @@ class StreamNodeClient:
             return f"WAV is {wav.sample_width * 8}-bit, expected 16-bit"
         if wav.sample_rate != self.sample_rate:
             return f"WAV is {wav.sample_rate} Hz, the node is at {self.sample_rate} Hz"
-        if len(wav.pcm) % 2:
-            return "WAV data has an odd number of bytes"
         return None
-
-    def _transfer(self, event: Any, now: float, raw_len: int) -> ReceivedEvent:
-        destination = None
-        with contextlib.suppress(KeyError, TypeError):
-            destination = event["data"]["destination"]
-        if not isinstance(destination, str) or not destination:
-            self.problems.append("transfer without a destination")
-            destination = None
-        return ReceivedEvent(now, "transfer", raw_len, destination=destination)
 
     def _record(self, event: ReceivedEvent) -> None:
         self.events.append(event)
@@ -429,7 +354,7 @@ class StreamNodeClient:
 
     @property
     def is_playing(self) -> bool:
-        return time.monotonic() < self.playing_until
+        return _now() < self.playing_until
 
     # The timeout parameters are the API callers want: a budget per wait.
     async def wait_for(
@@ -457,17 +382,25 @@ class StreamNodeClient:
 
     async def wait_for_quiet(self, seconds: float, timeout: float) -> None:  # noqa: ASYNC109
         """Return once no playAudio has arrived for ``seconds`` (or the call closed)."""
-        started = time.monotonic()
+        started = _now()
         async with asyncio.timeout(timeout):
             while not self._closed:
                 last = self.last_play_at
-                quiet_at = max(started if last is None else last, started) + seconds
-                remaining = quiet_at - time.monotonic()
+                quiet_at = (started if last is None else max(last, started)) + seconds
+                remaining = quiet_at - _now()
                 if remaining <= 0:
                     return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await self._changed.wait()
+
+    async def wait_closed(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until the connection is closed; False if still open at the timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._closed:
+                    await self._changed.wait()
+        return self._closed
 
     async def wait_finished(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until the call is finished; False if it is still going at the timeout."""
@@ -545,8 +478,10 @@ def reply_latencies(
             last_play = event.t
     latencies: list[float | None] = []
     for end in speech_ends:
-        reply = None if end is None else next((t for t in burst_starts if t > end), None)
-        latencies.append(None if reply is None or end is None else (reply - end) * 1000)
+        i = len(burst_starts) if end is None else bisect.bisect_right(burst_starts, end)
+        latencies.append(
+            None if end is None or i == len(burst_starts) else (burst_starts[i] - end) * 1000
+        )
     return latencies
 
 
@@ -590,8 +525,8 @@ def load_caller_audio(wav: Path | None, sample_rate: int | None) -> tuple[bytes,
         pcm = b""
     else:
         try:
-            info = _parse_wav(wav.read_bytes())
-        except (OSError, ValueError, struct.error) as exc:
+            info = read_wav_file(wav)
+        except (OSError, ValueError) as exc:
             raise SimulatorError(f"cannot read {wav}: {exc}") from exc
         if info.channels != 1 or info.sample_width != 2:
             raise SimulatorError(
@@ -624,6 +559,7 @@ async def run_call(
     open_timeout: float = 10,
     keep_audio: bool = True,
     continuation_gap_s: float = 0.25,
+    close_grace_s: float = 1.0,
 ) -> CallReport:
     """One call as the node makes it: metadata, the WAV, trailing silence, close.
 
@@ -644,8 +580,11 @@ async def run_call(
         await node.stream_silence(seconds_of_silence_after, rate, realtime, frame_ms)
         if not realtime:
             await node.wait_finished(seconds_of_silence_after)
+        if node.counts["disconnect"]:
+            # The server may hang up right after disconnect: let it, so the report says who.
+            await node.wait_closed(close_grace_s)
     if save_audio is not None:
-        await asyncio.to_thread(save_audio.write_bytes, _wav_bytes(bytes(node.bot_audio), rate))
+        await asyncio.to_thread(save_audio.write_bytes, pcm_to_wav(node.bot_audio, rate))
     # Time-compressed runs have no meaningful gaps, so every playAudio may be a reply.
     gap = continuation_gap_s if realtime else 0.0
     ends = [frame_sent_at(end, sent, frame_ms) for _, end in segments]

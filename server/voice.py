@@ -8,6 +8,7 @@ conversation itself lives in :mod:`pipeline.session`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -42,8 +43,12 @@ def call_sample_rate(query_value: str | None, default: int) -> int:
     except ValueError:
         rate = 0
     if rate not in SUPPORTED_SAMPLE_RATES:
-        log.warning("Ignoring sample_rate=%r (supported: %s); using %d", query_value,
-                    SUPPORTED_SAMPLE_RATES, default)
+        log.warning(
+            "Ignoring sample_rate=%r (supported: %s); using %d",
+            query_value,
+            SUPPORTED_SAMPLE_RATES,
+            default,
+        )
         return default
     return rate
 
@@ -101,10 +106,8 @@ async def handle_call(websocket: WebSocket, state: AppState) -> None:
         if record is not None:
             state.registry.finish(record.call_id)
         if websocket.application_state is WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await websocket.close()
-            except (RuntimeError, OSError):
-                pass
         call_id_var.reset(context)
 
 
@@ -115,8 +118,11 @@ async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | No
     except TimeoutError:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)
-        log.error("No metadata frame within %.0f s; serving the call as %s",
-                  METADATA_TIMEOUT_S, metadata.call_id)
+        log.error(
+            "No metadata frame within %.0f s; serving the call as %s",
+            METADATA_TIMEOUT_S,
+            metadata.call_id,
+        )
         return metadata, None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
@@ -131,8 +137,12 @@ async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | No
     except MetadataError as exc:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)
-        log.error("Failed to parse metadata (%s): %s; serving the call as %s",
-                  exc, describe_frame(text), metadata.call_id)
+        log.error(
+            "Failed to parse metadata (%s): %s; serving the call as %s",
+            exc,
+            describe_frame(text),
+            metadata.call_id,
+        )
         return metadata, None
 
 

@@ -12,6 +12,7 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -52,8 +53,12 @@ class AppServer:
         host: str = "127.0.0.1",
         port: int = 0,
         graceful_shutdown_s: int = 2,
+        lifespan: Literal["auto", "on", "off"] = "off",
+        ws: Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"] = "none",
     ) -> None:
         self._app = app
+        self._lifespan: Literal["auto", "on", "off"] = lifespan
+        self._ws: Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"] = ws
         self._host = host
         self._requested_port = port
         self._graceful_shutdown_s = graceful_shutdown_s
@@ -82,11 +87,11 @@ class AppServer:
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app,
-            lifespan="off",
+            lifespan=self._lifespan,
             access_log=False,
             log_config=None,
             log_level="warning",
-            ws="none",
+            ws=self._ws,
             timeout_graceful_shutdown=self._graceful_shutdown_s,
         )
         server = _EmbeddedServer(config)

@@ -82,7 +82,9 @@ Message = dict[str, Any]
 class LanguageModel(Protocol):
     name: str
 
-    def stream(self, messages: Sequence[Message], tools: Sequence[ToolSpec]) -> AsyncIterator[LLMEvent]:
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LLMEvent]:
         """Stream a reply: text deltas as they come, and any tool calls once complete."""
 
 

@@ -45,7 +45,9 @@ def error_from_response(status: int, body: bytes) -> ProviderError:
     try:
         parsed = json.loads(body)
         if isinstance(parsed, dict):
-            message = str(parsed.get("message") or parsed.get("title") or parsed.get("error") or message)
+            message = str(
+                parsed.get("message") or parsed.get("title") or parsed.get("error") or message
+            )
     except ValueError:
         pass
     retryable = status in (408, 429) or status >= 500
@@ -86,7 +88,9 @@ class CartesiaTTS:
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         render_rate = nearest_supported_rate(sample_rate, CARTESIA_RATES)
-        resampler = StreamResampler(render_rate, sample_rate) if render_rate != sample_rate else None
+        resampler = (
+            StreamResampler(render_rate, sample_rate) if render_rate != sample_rate else None
+        )
         body = request_body(
             text=text,
             model=self.model,
@@ -133,7 +137,9 @@ class CartesiaTTS:
                     elif kind == "done" or event.get("done") is True:
                         break
         except httpx.TimeoutException as exc:
-            raise ProviderError(_PROVIDER, f"timed out ({type(exc).__name__})", retryable=True) from exc
+            raise ProviderError(
+                _PROVIDER, f"timed out ({type(exc).__name__})", retryable=True
+            ) from exc
         except httpx.TransportError as exc:
             raise ProviderError(_PROVIDER, f"transport error: {exc!r}", retryable=True) from exc
         if resampler is not None:

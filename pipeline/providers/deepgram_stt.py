@@ -40,7 +40,9 @@ def environment_for(base_url: str) -> DeepgramClientEnvironment:
     elif url.startswith("ws://"):
         ws, http = url, "http://" + url[len("ws://") :]
     else:
-        raise ValueError(f"DEEPGRAM_BASE_URL must start with wss://, ws://, https:// or http://: {url!r}")
+        raise ValueError(
+            f"DEEPGRAM_BASE_URL must start with wss://, ws://, https:// or http://: {url!r}"
+        )
     return DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
 
 
@@ -130,7 +132,10 @@ class DeepgramStream:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -152,6 +157,10 @@ class DeepgramStream:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             raise
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def send_audio(self, pcm: bytes) -> None:
         if not pcm or self._closing:
@@ -191,7 +200,10 @@ class DeepgramStream:
                         return
                     attempt += 1
                     log.warning("Connect failed (%s); retrying (attempt %d)", exc.message, attempt)
-                if self._closing:
+                except Exception as exc:  # a bug or an SDK surprise: keep the call alive
+                    attempt += 1
+                    log.exception("Unexpected stream error (%r); reconnecting", exc)
+                if self.closing:  # set by aclose() while we were connected
                     break
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
         finally:
@@ -217,7 +229,10 @@ class DeepgramStream:
                 status = exc.status_code
                 retryable = status is None or status == 429 or status >= 500
                 raise ProviderError(
-                    _PROVIDER, f"handshake refused (HTTP {status})", retryable=retryable, status=status
+                    _PROVIDER,
+                    f"handshake refused (HTTP {status})",
+                    retryable=retryable,
+                    status=status,
                 ) from exc
             except (TimeoutError, OSError, InvalidHandshake) as exc:
                 raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
@@ -282,8 +297,7 @@ class DeepgramStream:
             if self._closing:
                 await connection.send_close_stream()
                 log.info("CloseStream sent")
-                # The receive loop ends when Deepgram closes after its final results.
-                await asyncio.Event().wait()
+                return  # the receive loop ends when Deepgram closes after its last results
             if time.monotonic() - last_sent >= keepalive_s:
                 await connection.send_keep_alive()
                 last_sent = time.monotonic()

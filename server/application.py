@@ -39,8 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.voice = state
         missing = settings.missing_providers()
         if missing:
-            log.warning("Starting without %s: calls will be told the agent is unavailable",
-                        ", ".join(missing))
+            log.warning(
+                "Starting without %s: calls will be told the agent is unavailable",
+                ", ".join(missing),
+            )
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
@@ -79,8 +81,11 @@ async def _warm(state: AppState) -> None:
     started = time.monotonic()
     rates = sorted({state.settings.sample_rate, 8000, 16000})
     await warm_lines(state.providers.cache, tts, state.agent.fixed_lines(), rates)
-    log.info("Cached %d fixed lines in %.0f ms", len(state.providers.cache),
-             (time.monotonic() - started) * 1000)
+    log.info(
+        "Cached %d fixed lines in %.0f ms",
+        len(state.providers.cache),
+        (time.monotonic() - started) * 1000,
+    )
 
 
 @lru_cache(maxsize=1)
