@@ -314,7 +314,7 @@ class KnowlarityClient:
                         "GET", url, headers=self._stream_headers(), timeout=self._stream_timeout
                     ) as response:
                         if response.status_code != 200:
-                            text = (await response.aread())[:300].decode("utf-8", "replace")
+                            text = (await _read_some(response, 300)).decode("utf-8", "replace")
                             stream_log.warning(
                                 "konnect stream %s refused: HTTP %d %s",
                                 self.stream_url_redacted,
@@ -557,6 +557,16 @@ def backoff_delay(
     """Capped exponential backoff with "equal jitter": in [ceiling/2, ceiling]."""
     ceiling: float = min(cap, initial * float(2 ** min(attempt, 32)))
     return ceiling / 2 + rand() * ceiling / 2
+
+
+async def _read_some(response: httpx.Response, limit: int) -> bytes:
+    """At most about ``limit`` bytes of a body (an error page may be large or endless)."""
+    data = b""
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

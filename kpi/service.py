@@ -92,6 +92,7 @@ class KpiService:
             return
         client = self._shared_client()
         self._task = asyncio.create_task(self._consume(client), name="kpi-konnect-consumer")
+        self._task.add_done_callback(_report_stop)
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
@@ -144,6 +145,12 @@ class KpiService:
         if call_id is None:
             log.debug("konnect event %s uuid=%s", recent.name or "?", recent.data.get("uuid"))
         return recent
+
+
+def _report_stop(task: asyncio.Task[None]) -> None:
+    # The consumer only ends when cancelled; anything else is a bug worth a loud line.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the konnect consumer stopped: %r", task.exception())
 
 
 # --- matching (pure) ------------------------------------------------------------------

@@ -251,9 +251,10 @@ async def test_service_consumes_and_matches_events_to_calls(
         fake.konnect.send_event(json.dumps({"type": "PING"}), id="2")
         fake.konnect.send_event(cdr, id="3", chunk_size=11)
         await eventually(lambda: len(service.recent_events()) == 3)
-        assert service.running
-        assert service.connected
+        was_running, was_connected = service.running, service.connected
         await service.aclose()
+    assert was_running
+    assert was_connected
     assert not service.running
     assert call.recording_url == cdr["resource_url"]
     assert call.provider_events == [hangup, cdr]
