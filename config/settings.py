@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     audio_chunk_ms: int = Field(100, ge=20, le=1000)
     sample_rate: int = 16000
     barge_in_min_words: int = Field(1, ge=1, le=10)
+    goodbye_line: str = "Thank you for calling. Goodbye!"
+    silence_timeout_s: float = Field(30.0, gt=0)
+    max_call_seconds: float = Field(3600.0, gt=0)
     greeting_cache_size: int = Field(64, ge=1, le=10_000)
 
     @field_validator("sample_rate")

@@ -26,10 +26,13 @@ class AgentConfig:
     unavailable_line: str = (
         "Sorry, our assistant is not available right now. Please call again later."
     )
+    goodbye_line: str = "Thank you for calling. Goodbye!"
     chunk_ms: int = 100
     barge_in_min_words: int = 1
     turn_deadline_s: float = 2.5
     max_history_messages: int = 40
+    silence_timeout_s: float = 30.0  # caller silent this long (bot quiet too): goodbye
+    max_call_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AgentConfig:
@@ -40,6 +43,9 @@ class AgentConfig:
             transfer_line=settings.transfer_line,
             chunk_ms=settings.audio_chunk_ms,
             barge_in_min_words=settings.barge_in_min_words,
+            goodbye_line=settings.goodbye_line,
+            silence_timeout_s=settings.silence_timeout_s,
+            max_call_s=settings.max_call_seconds,
         )
 
     @property
@@ -48,7 +54,7 @@ class AgentConfig:
 
     def fixed_lines(self) -> list[str]:
         """Lines worth synthesising ahead of time."""
-        lines = [self.greeting, self.fallback_line, self.unavailable_line]
+        lines = [self.greeting, self.fallback_line, self.unavailable_line, self.goodbye_line]
         if self.transfer_number:
             lines.append(self.transfer_line)
         return [line for line in lines if line]

@@ -100,6 +100,9 @@ class CallSession:
         self._handing_off = False
         self._ending = False
         self._started = time.monotonic()
+        self._caller_active_at = self._started  # last caller speech seen by the STT
+        self._end_task: asyncio.Task[None] | None = None
+        self.end_reason: str | None = None
         self.audio_bytes_in = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -116,6 +119,29 @@ class CallSession:
             await self._cancel_turn()
             self._log_summary()
 
+    async def end_call(self, reason: str) -> None:
+        """Say the goodbye line and ``disconnect`` (once; later calls wait for the first)."""
+        if self._end_task is None:
+            self.end_reason = reason
+            log.info("Ending the call: %s", reason)
+            self._handing_off = True  # no new turns, no barge-in
+            self._end_task = asyncio.create_task(self._goodbye(), name="goodbye")
+        await asyncio.shield(self._end_task)
+
+    async def _goodbye(self) -> None:
+        await self._cancel_turn()
+        if self.playout.speaking():
+            await self.playout.kill()
+        if self._providers.tts is not None:
+            turn = Turn(user_text=None, started=time.monotonic())
+            try:
+                await self._say_cached(self._config.goodbye_line, turn)
+            except ProviderError as exc:
+                log.error("Goodbye line failed: %s", exc)
+            await self.playout.wait_played(limit_s=10.0)
+        await self.playout.send_control(disconnect())
+        ws_log.info("disconnect sent")
+
     # -- the call -------------------------------------------------------------------------
 
     async def _serve(self, audio: AsyncIterator[bytes]) -> None:
@@ -123,13 +149,16 @@ class CallSession:
         self._start_turn(self._speak_fixed(self._config.greeting, greeting=True))
         async with self._providers.stt.stream(self._rate) as stt:
             listener = asyncio.create_task(self._listen(stt), name="listen")
+            watchdog = asyncio.create_task(self._watch_time(), name="watchdog")
             try:
                 async for pcm in audio:
                     self.audio_bytes_in += len(pcm)
                     stt.send_audio(pcm)
             finally:
                 self._ending = True
-                await _cancel_and_wait(listener)
+                for task in (watchdog, listener, self._end_task):
+                    if task is not None:
+                        await _cancel_and_wait(task)
                 await self._cancel_turn()
 
     async def _serve_unavailable(self, audio: AsyncIterator[bytes], missing: list[str]) -> None:
@@ -142,6 +171,24 @@ class CallSession:
         async for _ in audio:
             pass
 
+    async def _watch_time(self) -> None:
+        """End calls that run too long, or where nobody has said anything for a while."""
+        config = self._config
+        call_deadline = self._started + config.max_call_s
+        while True:
+            quiet_since = max(self._caller_active_at, self.playout.playing_until)
+            if self._turn_task is not None and not self._turn_task.done():
+                quiet_since = time.monotonic()  # a reply is being prepared
+            silence_deadline = quiet_since + config.silence_timeout_s
+            now = time.monotonic()
+            if now >= call_deadline:
+                await self.end_call(f"maximum call duration ({config.max_call_s:.0f} s) reached")
+                return
+            if now >= silence_deadline:
+                await self.end_call(f"no speech for {config.silence_timeout_s:.0f} s")
+                return
+            await asyncio.sleep(min(call_deadline, silence_deadline) - now + 0.01)
+
     async def _listen(self, stt: STTStream) -> None:
         async for event in stt.events():
             await self._on_stt_event(event)
@@ -153,6 +200,8 @@ class CallSession:
 
     async def _on_stt_event(self, event: STTEvent) -> None:
         kind = event.kind
+        if event.text or kind is STTEventKind.SPEECH_STARTED:
+            self._caller_active_at = time.monotonic()
         if kind is STTEventKind.INTERIM:
             if event.word_count >= self._config.barge_in_min_words and self._bot_busy():
                 await self._interrupt(event.text)

@@ -12,6 +12,8 @@ import httpx
 from fastapi import FastAPI, Request, WebSocket
 
 from config.logs import get_logger, setup_logging
+from kpi.routes import build_router
+from kpi.service import KpiService
 from config.settings import Settings, get_settings
 from pipeline.agent import AgentConfig
 from pipeline.speech_cache import warm_lines
@@ -37,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, agent=agent, providers=build_providers(settings, http), http=http
         )
         app.state.voice = state
+        kpi = KpiService(settings, state.registry)
+        app.state.kpi = kpi
+        await kpi.start()
         missing = settings.missing_providers()
         if missing:
             log.warning(
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await kpi.aclose()
             await state.aclose()
 
     app = FastAPI(title="Knowlarity voice agent", version="0.1.0", lifespan=lifespan)
@@ -67,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "active_calls": len(state.registry.active()),
             "cached_lines": len(state.providers.cache),
         }
+
+    def get_kpi() -> KpiService:
+        service: KpiService = app.state.kpi
+        return service
+
+    app.include_router(build_router(get_kpi))
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:

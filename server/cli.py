@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_extensions(sub: SubParsers) -> None:
     """Sub-commands owned by other packages: each adds its parsers with ``register(sub)``."""
-    # e.g. `from kpi.cli import register` then `register(sub)`
+    from kpi.cli import register as register_kpi
+
+    register_kpi(sub)
 
 
 # --- serve -------------------------------------------------------------------------
@@ -74,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.port if args.port is None else args.port,
         log_level=settings.log_level.lower(),
         reload=args.reload,
+        ws="websockets-sansio",
     )
     return 0
 

@@ -299,3 +299,17 @@ async def test_hang_up_mid_reply_leaves_nothing_behind(
     (connection,) = fakes.deepgram.connections
     await connection.wait_closed(timeout_s=5)
     assert connection.closestream
+
+
+async def test_silent_caller_hears_goodbye_then_disconnect(start_server: StartServer) -> None:
+    server = await start_server(greeting="Hello.", silence_timeout_s=1.5)
+    async with StreamNodeClient(sample_rate=16000) as node:
+        await node.connect(server.url)
+        await node.send_metadata({"callid": "call-silent"})
+        async with CallerLine(node, 16000):
+            gone = await node.wait_for("disconnect", timeout=10)
+    plays = [e for e in node.events if e.kind == "playAudio"]
+    greeting_end = plays[0].t
+    assert len(plays) >= 2  # greeting, then the goodbye line
+    assert gone.t - greeting_end >= 1.5
+    assert all(e.t < gone.t for e in plays)
