@@ -12,9 +12,9 @@ import httpx
 from fastapi import FastAPI, Request, WebSocket
 
 from config.logs import get_logger, setup_logging
+from config.settings import Settings, get_settings
 from kpi.routes import build_router
 from kpi.service import KpiService
-from config.settings import Settings, get_settings
 from pipeline.agent import AgentConfig
 from pipeline.speech_cache import warm_lines
 from server.providers import build_providers
