@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 
@@ -107,6 +108,7 @@ class Settings(BaseSettings):
             self.knowlarity_api_key,
             self.knowlarity_sr_api_key,
             self.admin_api_token,
+            self.voice_ws_token,
         ]
         return [v.get_secret_value() for v in values if v is not None and _present(v)]
 
@@ -165,6 +167,69 @@ class Settings(BaseSettings):
         return _present(self.admin_api_token)
 
     # End of Knowlarity account API (kpi/) -----------------------------------------------
+
+    # Provider timeouts and failover ----------------------------------------------------
+    # Every network call has a connect limit, a first-result limit and an idle-gap limit;
+    # each expiry is a retryable ProviderTimeout, retried only inside TURN_DEADLINE_S.
+    deepgram_connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    deepgram_stall_timeout_s: float = Field(2.0, gt=0, le=60)
+    openai_connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    openai_first_token_timeout_s: float = Field(1.5, gt=0, le=60)
+    openai_idle_timeout_s: float = Field(3.0, gt=0, le=60)
+    cartesia_connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    cartesia_first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
+    cartesia_idle_timeout_s: float = Field(2.0, gt=0, le=60)
+    turn_deadline_s: float = Field(2.5, gt=0, le=30)
+    max_failed_turns: int = Field(3, ge=1, le=100)
+    openai_fallback_base_url: str | None = None
+    openai_fallback_model: str | None = None
+    openai_fallback_api_key: SecretStr | None = None
+
+    @field_validator("openai_fallback_base_url", "openai_fallback_model", mode="before")
+    @classmethod
+    def _fallback_blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def llm_failover_configured(self) -> bool:
+        return self.openai_fallback_base_url is not None
+
+    def openai_fallback_key(self) -> str:
+        """OPENAI_FALLBACK_API_KEY, else OPENAI_API_KEY (one account, another endpoint)."""
+        key = self.openai_fallback_api_key or self.openai_api_key
+        return key.get_secret_value() if key is not None else ""
+
+    # End of provider timeouts and failover ---------------------------------------------
+
+    # Stream security, limits and lifecycle (server/security.py, server/lifecycle.py) -------
+    # The Stream Node can only be given a wss-url, so the shared secret travels in it:
+    # wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
+    voice_ws_token: SecretStr | None = None
+    # CIDRs allowed to open /voice (empty: any). X-Forwarded-For is believed only when the
+    # connection comes from one of TRUSTED_PROXIES (e.g. 127.0.0.1/32 for a local ngrok).
+    voice_allowed_ips: Annotated[tuple[str, ...], NoDecode] = ()
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    max_calls: int = Field(200, ge=1, le=100_000)  # concurrent /voice connections
+    max_frame_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # one WS message
+    max_metadata_bytes: int = Field(8192, ge=256, le=1_048_576)
+    drain_seconds: float = Field(30.0, ge=0, le=3600)  # SIGTERM: let calls finish this long
+
+    @field_validator("voice_allowed_ips", "trusted_proxies", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            for item in value:
+                ipaddress.ip_network(str(item).strip(), strict=False)  # ValueError if bad
+            return tuple(str(item).strip() for item in value)
+        return value
+
+    @property
+    def voice_auth_configured(self) -> bool:
+        return _present(self.voice_ws_token)
+
+    # End of stream security, limits and lifecycle ------------------------------------------
 
 
 def _present(value: SecretStr | None) -> bool:

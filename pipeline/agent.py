@@ -29,7 +29,8 @@ class AgentConfig:
     goodbye_line: str = "Thank you for calling. Goodbye!"
     chunk_ms: int = 100
     barge_in_min_words: int = 1
-    turn_deadline_s: float = 2.5
+    turn_deadline_s: float = 2.5  # retries stop here; the fallback line plays instead
+    max_failed_turns: int = 3  # consecutive fallback lines before goodbye and hand-off
     max_history_messages: int = 40
     silence_timeout_s: float = 30.0  # caller silent this long (bot quiet too): goodbye
     max_call_s: float = 3600.0
@@ -46,6 +47,8 @@ class AgentConfig:
             goodbye_line=settings.goodbye_line,
             silence_timeout_s=settings.silence_timeout_s,
             max_call_s=settings.max_call_seconds,
+            turn_deadline_s=settings.turn_deadline_s,
+            max_failed_turns=settings.max_failed_turns,
         )
 
     @property

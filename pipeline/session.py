@@ -8,6 +8,11 @@ Turn flow: a final transcript starts a *turn* task (LLM -> sentence splitter -> 
 100 ms chunks). Caller words while bot audio is still playing (or while a reply is still
 being prepared) cancel the turn; if audio was playing, one ``killAudio`` goes out and the
 history keeps only the part of the reply the caller heard.
+
+Provider faults: until the first audio of a turn goes out, a retryable failure is
+retried with backoff inside ``turn_deadline_s``; after that (or on a fault that retrying
+cannot fix) the cached fallback line plays. ``max_failed_turns`` fallback lines in a row
+end the call: goodbye line, then ``transfer`` (if a number is set) or ``disconnect``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ from pipeline.speech_cache import SpeechCache
 from server.protocol import disconnect, transfer
 from server.registry import CallRecord
 
+BACKOFF_BASE_S = 0.1  # first retry waits this long, doubling after
+MIN_ATTEMPT_S = 0.3  # an attempt with less time than this left cannot beat the deadline
+
 log = get_logger("SESSION")
 llm_log = get_logger("OPENAI")
 ws_log = get_logger("KNOWLARITY")
@@ -67,6 +75,7 @@ class Turn:
     transfer_requested: bool = False
     completed: bool = False
     history_entry: Message | None = None
+    deadline_scope: asyncio.Timeout | None = None  # armed until the first audio goes out
 
     def reply_text(self) -> str:
         return " ".join(span.text for span in self.spans)
@@ -102,6 +111,7 @@ class CallSession:
         self._started = time.monotonic()
         self._caller_active_at = self._started  # last caller speech seen by the STT
         self._end_task: asyncio.Task[None] | None = None
+        self._failed_turns = 0  # consecutive turns that ended in the fallback line
         self.end_reason: str | None = None
         self.audio_bytes_in = 0
 
@@ -119,16 +129,24 @@ class CallSession:
             await self._cancel_turn()
             self._log_summary()
 
-    async def end_call(self, reason: str) -> None:
-        """Say the goodbye line and ``disconnect`` (once; later calls wait for the first)."""
+    async def end_call(self, reason: str, *, transfer: bool = False) -> None:
+        """Say the goodbye line, then ``disconnect`` (once; later calls wait for the first).
+
+        With ``transfer`` and a TRANSFER_NUMBER set, the caller goes to a person instead.
+        """
+        self._begin_end(reason, transfer=transfer)
+        assert self._end_task is not None
+        await asyncio.shield(self._end_task)
+
+    def _begin_end(self, reason: str, *, transfer: bool = False) -> None:
+        """Start the goodbye without waiting for it (safe from inside a turn task)."""
         if self._end_task is None:
             self.end_reason = reason
             log.info("Ending the call: %s", reason)
             self._handing_off = True  # no new turns, no barge-in
-            self._end_task = asyncio.create_task(self._goodbye(), name="goodbye")
-        await asyncio.shield(self._end_task)
+            self._end_task = asyncio.create_task(self._goodbye(hand_on=transfer), name="goodbye")
 
-    async def _goodbye(self) -> None:
+    async def _goodbye(self, *, hand_on: bool) -> None:
         await self._cancel_turn()
         if self.playout.speaking():
             await self.playout.kill()
@@ -139,8 +157,14 @@ class CallSession:
             except ProviderError as exc:
                 log.error("Goodbye line failed: %s", exc)
             await self.playout.wait_played(limit_s=10.0)
-        await self.playout.send_control(disconnect())
-        ws_log.info("disconnect sent")
+        number = self._config.transfer_number if hand_on else None
+        if number:
+            await self.playout.send_control(transfer(number))
+            self.record.transferred_to = number
+            ws_log.info("transfer sent | destination=%s", number)
+        else:
+            await self.playout.send_control(disconnect())
+            ws_log.info("disconnect sent")
 
     # -- the call -------------------------------------------------------------------------
 
@@ -282,6 +306,9 @@ class CallSession:
         try:
             await self._say_cached(text, turn)
             turn.completed = True
+        except ProviderError as exc:
+            # Not cached and the TTS failed: still hang up below rather than hold the line.
+            log.error("Fixed line failed: %s", exc)
         finally:
             self._settle(turn)
         if greeting and turn.first_audio_at is not None:
@@ -321,21 +348,54 @@ class CallSession:
         deadline = turn.started + self._config.turn_deadline_s
         attempt = 0
         while True:
+            attempt += 1
             try:
-                await self._generate(turn, messages)
+                await self._attempt(turn, messages, deadline)
+                self._failed_turns = 0
                 return
             except ProviderError as exc:
-                attempt += 1
                 heard = turn.first_audio_at is not None
-                backoff = 0.1 * 2**attempt
-                if exc.retryable and not heard and time.monotonic() + backoff < deadline:
-                    log.warning("%s; retrying turn (attempt %d)", exc, attempt + 1)
-                    await asyncio.sleep(backoff)
+                delay = retry_delay(exc, attempt, heard=heard, now=time.monotonic(), end=deadline)
+                if delay is not None:
+                    log.warning("%s; retrying turn in %.0f ms", exc, delay * 1000)
+                    await asyncio.sleep(delay)
                     continue
                 log.error("%s; apologising to the caller", exc)
-                turn.transfer_requested = False
-                await self._say_cached(self._config.fallback_line, turn)
-                return
+            except TimeoutError:
+                scope = turn.deadline_scope
+                if scope is None or not scope.expired():
+                    raise
+                log.error(
+                    "No audio within the %.1f s turn deadline; apologising to the caller",
+                    self._config.turn_deadline_s,
+                )
+            await self._apologise(turn)
+            return
+
+    async def _attempt(self, turn: Turn, messages: list[Message], deadline: float) -> None:
+        """One try at the reply; the deadline only holds until the caller hears something."""
+        if turn.first_audio_at is not None:
+            await self._generate(turn, messages)
+            return
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + deadline - time.monotonic()) as scope:
+            turn.deadline_scope = scope
+            await self._generate(turn, messages)
+
+    async def _apologise(self, turn: Turn) -> None:
+        """The fallback line, or after too many failed turns in a row, goodbye."""
+        turn.transfer_requested = False
+        self._failed_turns += 1
+        if self._failed_turns >= self._config.max_failed_turns:
+            self._begin_end(f"{self._failed_turns} failed turns in a row", transfer=True)
+            return
+        try:
+            await self._say_cached(self._config.fallback_line, turn)
+        except ProviderError as exc:
+            # The line was not cached and the TTS is down too: nothing can be said, so
+            # hand the caller on (or hang up) rather than leave them in silence.
+            log.error("Fallback line failed (%s); ending the call", exc)
+            self._begin_end("the fallback line could not be spoken", transfer=True)
 
     async def _generate(self, turn: Turn, messages: list[Message]) -> None:
         """LLM and TTS side by side: sentence N is spoken while N+1 is being written."""
@@ -416,6 +476,8 @@ class CallSession:
         span.complete = True
 
     async def _send_chunk(self, pcm: bytes, span: SpokenSpan, turn: Turn) -> None:
+        if turn.deadline_scope is not None:
+            turn.deadline_scope.reschedule(None)  # audio is here: the deadline is met
         await self.playout.send_pcm(pcm, span)
         if turn.first_audio_at is None:
             turn.first_audio_at = time.monotonic()
@@ -455,6 +517,23 @@ class CallSession:
             "[" + ",".join(f"{ms:.0f}" for ms in latencies) + "]",
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )
+
+
+def retry_delay(
+    exc: ProviderError, attempt: int, *, heard: bool, now: float, end: float
+) -> float | None:
+    """How long to wait before attempt ``attempt + 1``; None means apologise instead.
+
+    Retrying is only worth it while the caller has heard nothing of the turn (else the
+    reply would restart mid-sentence), for a fault that may pass, and with enough of the
+    turn deadline ``end`` left for another attempt to produce audio.
+    """
+    if heard or not exc.retryable:
+        return None
+    delay = BACKOFF_BASE_S * 2.0 ** (attempt - 1)
+    if now + delay + MIN_ATTEMPT_S > end:
+        return None
+    return delay
 
 
 async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:

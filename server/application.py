@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
 
 from config.logs import get_logger, setup_logging
 from config.settings import Settings, get_settings
@@ -18,6 +20,7 @@ from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.speech_cache import warm_lines
 from server.providers import build_providers
+from server.security import UrlRedactingFilter
 from server.state import AppState
 from server.voice import handle_call
 
@@ -27,6 +30,7 @@ log = get_logger("SERVER")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level, settings.secrets())
+    _redact_uvicorn_urls()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
+        _announce_stream_security(settings)
+        if state.lifecycle.install_signal_handlers(settings.drain_seconds):
+            log.info(
+                "SIGTERM drains calls for up to %.0f s (DRAIN_SECONDS)", settings.drain_seconds
+            )
         try:
             yield
         finally:
@@ -71,8 +80,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
             "missing": settings.missing_providers(),
             "active_calls": len(state.registry.active()),
+            "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
         }
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """For load balancers and Kubernetes: 503 while draining or at MAX_CALLS."""
+        state: AppState = request.app.state.voice
+        calls = state.lifecycle.calls.connections
+        if state.lifecycle.draining:
+            status = "draining"
+        elif calls >= settings.max_calls:
+            status = "full"
+        else:
+            status = "ready"
+        body = {"status": status, "active_calls": calls, "max_calls": settings.max_calls}
+        return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
         service: KpiService = app.state.kpi
@@ -84,7 +108,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def voice(websocket: WebSocket) -> None:
         await handle_call(websocket, websocket.app.state.voice)
 
+    # The Stream Node takes only a wss-url, so the stream token may travel in the path.
+    @app.websocket("/voice/{token}")
+    async def voice_with_token(websocket: WebSocket, token: str) -> None:
+        await handle_call(websocket, websocket.app.state.voice, path_token=token)
+
     return app
+
+
+def _redact_uvicorn_urls() -> None:
+    """Uvicorn logs handshake paths (with the stream token) through its own handlers."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UrlRedactingFilter) for f in logger.filters):
+            logger.addFilter(UrlRedactingFilter())
+
+
+def _announce_stream_security(settings: Settings) -> None:
+    if not settings.voice_auth_configured:
+        log.warning("VOICE_WS_TOKEN is not set: anyone who finds /voice can open a stream")
+    if settings.voice_allowed_ips:
+        log.info("Streams only from %s", ", ".join(settings.voice_allowed_ips))
 
 
 async def _warm(state: AppState) -> None:

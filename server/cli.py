@@ -56,6 +56,11 @@ def _add_serve(sub: SubParsers) -> None:
     p.add_argument("--host", help="bind address (default: HOST, else 0.0.0.0)")
     p.add_argument("--port", type=int, help="port (default: PORT, else 8000)")
     p.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
+    p.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every HTTP request (off by default; /voice token paths are redacted)",
+    )
     p.set_defaults(func=_serve)
 
 
@@ -70,15 +75,24 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        "server:app",
-        host=args.host or settings.host,
-        port=settings.port if args.port is None else args.port,
-        log_level=settings.log_level.lower(),
-        reload=args.reload,
-        ws="websockets-sansio",
-    )
-    return 0
+    options: dict[str, Any] = {
+        "host": args.host or settings.host,
+        "port": settings.port if args.port is None else args.port,
+        "log_level": settings.log_level.lower(),
+        "ws": "websockets-sansio",
+        # Refuse an oversized WebSocket message (1009) after reading only its frame header,
+        # before the server buffers it; uvicorn's own default is 16 MiB.
+        "ws_max_size": settings.max_frame_bytes,
+        "access_log": args.access_log,
+    }
+    if args.reload:
+        uvicorn.run("server:app", reload=True, **options)
+        return 0
+    from server.lifecycle import ExitServer
+
+    server = ExitServer(uvicorn.Config("server:app", **options))
+    server.run()
+    return 0 if server.started else 3  # 3: uvicorn's own "startup failed" status
 
 
 # --- call --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import httpx
 from config.settings import Settings
 from pipeline.agent import AgentConfig
 from pipeline.session import Providers
+from server.lifecycle import Lifecycle
 from server.registry import CallRegistry
 
 
@@ -22,6 +23,7 @@ class AppState:
     http: httpx.AsyncClient
     registry: CallRegistry = field(default_factory=CallRegistry)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
 
     def spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
@@ -29,6 +31,7 @@ class AppState:
         task.add_done_callback(self.background.discard)
 
     async def aclose(self) -> None:
+        await self.lifecycle.aclose()
         for task in list(self.background):
             task.cancel()
         for task in list(self.background):

@@ -11,11 +11,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
 
+from starlette.responses import PlainTextResponse
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.logs import call_id_var, get_logger
-from config.settings import SUPPORTED_SAMPLE_RATES
+from config.settings import SUPPORTED_SAMPLE_RATES, Settings
 from pipeline.session import CallSession
 from server.protocol import (
     CallMetadata,
@@ -26,11 +30,26 @@ from server.protocol import (
     parse_metadata,
 )
 from server.registry import CallRecord
+from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
 from server.state import AppState
 
 log = get_logger("KNOWLARITY")
 
 METADATA_TIMEOUT_S = 2.0
+BUSY_RETRY_AFTER_S = 5  # Retry-After of the 503 for MAX_CALLS and drain refusals
+LOGGED_TEXT_FRAMES = 3  # text frames after metadata: log the first few, then every 100th
+
+# Close codes (RFC 6455 section 7.4.1) this edge uses.
+CLOSE_POLICY = 1008  # before accept, uvicorn turns it into an HTTP 403
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013  # before accept on a server without the denial-response extension
+_CLOSE_MEANING = {
+    1001: "going away",
+    1007: "invalid UTF-8 in a text frame",
+    1009: "message too big",
+    1011: "server error",
+    1012: "server restarting",
+}
 
 
 def call_sample_rate(query_value: str | None, default: int) -> int:
@@ -70,13 +89,93 @@ class _Outbound:
             log.info("Send failed, caller gone (%s)", type(exc).__name__)
 
 
-async def handle_call(websocket: WebSocket, state: AppState) -> None:
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a handshake is refused: 403 (who is calling) or 503 (we cannot take it now)."""
+
+    status: int
+    reason: str
+
+
+class _CloseStream(Exception):
+    """Close an accepted stream with ``code`` (raised before a session exists)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def handle_call(websocket: WebSocket, state: AppState, path_token: str | None = None) -> None:
+    """One ``/voice`` connection: admission, then the call (``path_token`` from /voice/{t})."""
+    refusal = admission_refusal(websocket, state, path_token)
+    calls = state.lifecycle.calls
+    if refusal is None and not calls.try_admit(state.settings.max_calls):
+        refusal = Refusal(503, f"at MAX_CALLS ({state.settings.max_calls} calls in progress)")
+    if refusal is not None:
+        await _refuse(websocket, refusal)
+        return
+    try:
+        await _serve_call(websocket, state)
+    finally:
+        calls.release()
+
+
+def admission_refusal(
+    websocket: WebSocket, state: AppState, path_token: str | None
+) -> Refusal | None:
+    """The handshake checks, cheapest first; nothing here may log the token."""
+    settings = state.settings
+    if state.lifecycle.draining:
+        return Refusal(503, "the server is shutting down")
+    expected = settings.voice_ws_token
+    if expected is not None and settings.voice_auth_configured:
+        given = path_token if path_token is not None else websocket.query_params.get("token")
+        if not tokens_match(given, expected.get_secret_value().strip()):
+            return Refusal(403, "missing or wrong stream token")
+    if settings.voice_allowed_ips:
+        ip = _client_ip(websocket, settings)
+        if not ip_allowed(ip, _networks(settings.voice_allowed_ips)):
+            return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS")
+    return None
+
+
+@lru_cache(maxsize=8)
+def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
+    return parse_networks(values)
+
+
+def _client_ip(websocket: WebSocket, settings: Settings) -> str | None:
+    peer = websocket.client.host if websocket.client is not None else None
+    forwarded = websocket.headers.getlist("x-forwarded-for")
+    return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
+
+
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    """Refuse before accepting: the Stream Node gets an HTTP status, never a stream."""
+    peer = websocket.client.host if websocket.client is not None else "unknown"
+    log.warning(
+        "Refused a /voice handshake from %s: HTTP %d, %s", peer, refusal.status, refusal.reason
+    )
+    if refusal.status == 403:
+        await websocket.close(code=CLOSE_POLICY)
+        return
+    response = PlainTextResponse(
+        refusal.reason, refusal.status, headers={"Retry-After": str(BUSY_RETRY_AFTER_S)}
+    )
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:  # the server lacks the extension: it answers 403 to this instead
+        await websocket.close(code=CLOSE_TRY_LATER)
+
+
+async def _serve_call(websocket: WebSocket, state: AppState) -> None:
     rate = call_sample_rate(websocket.query_params.get("sample_rate"), state.settings.sample_rate)
     await websocket.accept()
     context = call_id_var.set("-")
     record: CallRecord | None = None
     try:
-        metadata, early_audio = await _read_metadata(websocket)
+        metadata, early_audio = await _read_metadata(websocket, state.settings)
         call_id_var.set(metadata.call_id)
         _log_metadata(metadata, rate)
         missing = state.settings.missing_providers()
@@ -99,9 +198,15 @@ async def handle_call(websocket: WebSocket, state: AppState) -> None:
             send=outbound.send,
             sample_rate=rate,
         )
-        await session.run(_audio_frames(websocket, early_audio, outbound))
-    except WebSocketDisconnect:
-        log.info("Caller hung up before the call started")
+        frames = _audio_frames(websocket, early_audio, outbound, state.settings.max_frame_bytes)
+        with state.lifecycle.calls.session(metadata.call_id, session):
+            await session.run(frames)
+    except WebSocketDisconnect as exc:
+        log.info("Caller hung up before the call started (%s)", _describe_close(exc.code))
+    except _CloseStream as exc:
+        log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.close(exc.code, exc.reason)
     finally:
         if record is not None:
             state.registry.finish(record.call_id)
@@ -111,7 +216,14 @@ async def handle_call(websocket: WebSocket, state: AppState) -> None:
         call_id_var.reset(context)
 
 
-async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | None]:
+def _describe_close(code: int) -> str:
+    meaning = _CLOSE_MEANING.get(code)
+    return f"code {code}: {meaning}" if meaning else f"code {code}"
+
+
+async def _read_metadata(
+    websocket: WebSocket, settings: Settings
+) -> tuple[CallMetadata, bytes | None]:
     """The first frame should be metadata; anything else must not cost the caller the call."""
     try:
         message = await asyncio.wait_for(websocket.receive(), METADATA_TIMEOUT_S)
@@ -126,6 +238,7 @@ async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | No
         return metadata, None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
+    _check_size(message, settings.max_frame_bytes)
     text = message.get("text")
     if text is None:
         metadata = generated_metadata()
@@ -133,7 +246,7 @@ async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | No
         log.error("Audio arrived before metadata; serving the call as %s", metadata.call_id)
         return metadata, message.get("bytes")
     try:
-        return parse_metadata(text), None
+        return parse_metadata(text, max_bytes=settings.max_metadata_bytes), None
     except MetadataError as exc:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)
@@ -146,6 +259,18 @@ async def _read_metadata(websocket: WebSocket) -> tuple[CallMetadata, bytes | No
         return metadata, None
 
 
+def _check_size(message: Message, limit: int) -> None:
+    """The app's own MAX_FRAME_BYTES check, for servers started without --ws-max-size.
+
+    With ``voice-agent serve`` the WebSocket layer already closed such a frame with 1009
+    after reading only its header; here it has been buffered, but goes no further.
+    """
+    data = message.get("bytes")
+    size = len(data) if data is not None else len(message.get("text") or "")
+    if size > limit:
+        raise _CloseStream(CLOSE_TOO_BIG, f"frame of {size} bytes > MAX_FRAME_BYTES ({limit})")
+
+
 def _log_metadata(metadata: CallMetadata, rate: int) -> None:
     log.info("callid = %s", metadata.call_id)
     log.info("virtual_number = %s", metadata.virtual_number)
@@ -155,10 +280,12 @@ def _log_metadata(metadata: CallMetadata, rate: int) -> None:
 
 
 async def _audio_frames(
-    websocket: WebSocket, early_audio: bytes | None, outbound: _Outbound
+    websocket: WebSocket, early_audio: bytes | None, outbound: _Outbound, max_frame_bytes: int
 ) -> AsyncIterator[bytes]:
+    """Aligned caller PCM until the caller hangs up (or sends a frame we must refuse)."""
     aligner = FrameAligner()
     packets = 0
+    texts = 0
     if early_audio:
         aligned = aligner.push(early_audio)
         if aligned:
@@ -168,7 +295,16 @@ async def _audio_frames(
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             outbound.closed = True
-            log.info("Caller hung up (code %s)", message.get("code", 1000))
+            log.info("Caller hung up (%s)", _describe_close(message.get("code", 1000)))
+            return
+        try:
+            _check_size(message, max_frame_bytes)
+        except _CloseStream as exc:
+            # Ends the audio like a hang-up, so the session winds down on its usual path.
+            outbound.closed = True
+            log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await websocket.close(exc.code, exc.reason)
             return
         data = message.get("bytes")
         if data is not None:
@@ -179,4 +315,20 @@ async def _audio_frames(
             if aligned:
                 yield aligned
         elif message.get("text") is not None:
-            log.warning("Ignoring text frame after metadata: %s", describe_frame(message["text"]))
+            texts += 1
+            if texts <= LOGGED_TEXT_FRAMES or texts % 100 == 0:
+                _log_ignored_text(message["text"], texts)
+
+
+def _log_ignored_text(text: str, count: int) -> None:
+    """The Stream Node sends only audio after metadata: say what was ignored, briefly."""
+    try:
+        second = parse_metadata(text)
+    except MetadataError:
+        log.warning("Ignoring text frame #%d after metadata: %s", count, describe_frame(text))
+    else:
+        log.warning(
+            "Ignoring a second metadata frame (#%d, callid=%s); the call keeps its id",
+            count,
+            second.call_id,
+        )

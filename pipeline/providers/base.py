@@ -107,8 +107,12 @@ class TextToSpeech(Protocol):
 class ProviderError(Exception):
     """A provider failed. ``retryable`` says whether trying again may help.
 
-    ProviderError
-     ├── the vendor modules raise it with ``provider`` set and the cause chained.
+    Every vendor module maps its SDK/transport errors into this tree at its boundary
+    (``raise ProviderError(...) from exc``), so the session never sees a vendor type::
+
+        ProviderError            retryable per status: 408/409/425/429/5xx yes, other 4xx no
+         ├── ProviderTimeout     connect, first byte/token/audio, or idle gap exceeded (retryable)
+         └── ProviderNotConfigured   a key or setting is missing (never retryable)
     """
 
     def __init__(self, provider: str, message: str, *, retryable: bool, status: int | None = None):
@@ -119,6 +123,33 @@ class ProviderError(Exception):
         self.status = status
 
 
+class ProviderTimeout(ProviderError):
+    """No answer in time; ``phase`` is "connect", "first_byte" or "idle"."""
+
+    def __init__(self, provider: str, phase: str, limit_s: float) -> None:
+        super().__init__(provider, f"{phase} timeout after {limit_s:g} s", retryable=True)
+        self.phase = phase
+        self.limit_s = limit_s
+
+
 class ProviderNotConfigured(ProviderError):
     def __init__(self, provider: str, setting: str) -> None:
         super().__init__(provider, f"{setting} is not set", retryable=False)
+
+
+_RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+def retryable_status(status: int | None) -> bool:
+    """HTTP statuses worth another attempt: rate limits, timeouts, server errors.
+
+    ``None`` (no status at all, e.g. a handshake that died) counts as transient.
+    """
+    return status is None or status in _RETRYABLE_4XX or status >= 500
+
+
+def status_error(provider: str, status: int | None, message: str) -> ProviderError:
+    """The one way an HTTP status becomes a ProviderError, for every provider."""
+    return ProviderError(
+        provider, f"HTTP {status}: {message}", retryable=retryable_status(status), status=status
+    )

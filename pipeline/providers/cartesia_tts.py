@@ -6,8 +6,10 @@ nearest rate above it, resampled here, so the session always receives the call's
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import time
 import uuid
@@ -18,7 +20,7 @@ import httpx
 
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
-from pipeline.providers.base import ProviderError
+from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
 
 log = get_logger("CARTESIA")
 
@@ -50,8 +52,7 @@ def error_from_response(status: int, body: bytes) -> ProviderError:
             )
     except ValueError:
         pass
-    retryable = status in (408, 429) or status >= 500
-    return ProviderError(_PROVIDER, f"HTTP {status}: {message}", retryable=retryable, status=status)
+    return status_error(_PROVIDER, status, message)
 
 
 class CartesiaTTS:
@@ -67,8 +68,9 @@ class CartesiaTTS:
         model: str,
         version: str,
         language: str = "en",
-        connect_timeout_s: float = 3.0,
-        read_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+        first_audio_timeout_s: float = 1.0,
+        idle_timeout_s: float = 2.0,
     ) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + "/tts/sse"
@@ -80,8 +82,12 @@ class CartesiaTTS:
         self.voice_id = voice_id
         self.model = model
         self.language = language
-        # read timeout bounds the first byte and each idle gap between SSE events.
-        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self.first_audio_timeout_s = first_audio_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        # httpx's read timeout is a backstop; synthesize() times audio itself, because
+        # bytes that are not audio (SSE comments, empty events) must not reset the clock.
+        backstop = max(first_audio_timeout_s, idle_timeout_s) + 1.0
+        self._timeout = httpx.Timeout(backstop, connect=connect_timeout_s)
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
@@ -104,13 +110,16 @@ class CartesiaTTS:
         chunks = 0
         pcm_bytes = 0
         log.info('TTS request | chars=%d rate=%d text="%s"', len(text), render_rate, text[:80])
+        first_deadline = asyncio.get_running_loop().time() + self.first_audio_timeout_s
         try:
-            async with self._http.stream(
-                "POST", self._url, json=body, headers=self._headers, timeout=self._timeout
-            ) as response:
-                if response.status_code != 200:
-                    raise error_from_response(response.status_code, await response.aread())
-                async for line in response.aiter_lines():
+            async with contextlib.AsyncExitStack() as stack:
+                response = await self._open(stack, body, first_deadline)
+                lines = response.aiter_lines()
+                while True:
+                    try:
+                        line = await self._next_line(lines, first_deadline, first_audio_ms is None)
+                    except StopAsyncIteration:
+                        break
                     if not line.startswith("data:"):
                         continue
                     event = _parse_event(line[5:])
@@ -127,13 +136,7 @@ class CartesiaTTS:
                         pcm_bytes += len(pcm)
                         yield pcm
                     elif kind == "error":
-                        status = int(event.get("status_code") or 500)
-                        raise ProviderError(
-                            _PROVIDER,
-                            f"stream error {status}: {event.get('message') or event.get('title')}",
-                            retryable=status >= 500 or status == 429,
-                            status=status,
-                        )
+                        raise _error_event(event)
                     elif kind == "done" or event.get("done") is True:
                         break
         except httpx.TimeoutException as exc:
@@ -154,6 +157,45 @@ class CartesiaTTS:
             "-" if first_audio_ms is None else f"{first_audio_ms:.0f}",
             (time.monotonic() - started) * 1000,
         )
+
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, body: dict[str, Any], first_deadline: float
+    ) -> httpx.Response:
+        """POST the request; the response headers count against the first-audio deadline."""
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                response = await stack.enter_async_context(
+                    self._http.stream(
+                        "POST", self._url, json=body, headers=self._headers, timeout=self._timeout
+                    )
+                )
+                if response.status_code != 200:
+                    raise error_from_response(response.status_code, await response.aread())
+        except TimeoutError as exc:
+            raise ProviderTimeout(_PROVIDER, "first_byte", self.first_audio_timeout_s) from exc
+        return response
+
+    async def _next_line(
+        self, lines: AsyncIterator[str], first_deadline: float, waiting_first: bool
+    ) -> str:
+        """The next SSE line, before the first-audio deadline or within the idle-gap limit."""
+        loop = asyncio.get_running_loop()
+        deadline = first_deadline if waiting_first else loop.time() + self.idle_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await anext(lines)
+        except TimeoutError as exc:
+            if waiting_first:
+                raise ProviderTimeout(_PROVIDER, "first_audio", self.first_audio_timeout_s) from exc
+            raise ProviderTimeout(_PROVIDER, "idle", self.idle_timeout_s) from exc
+
+
+def _error_event(event: dict[str, Any]) -> ProviderError:
+    """An in-stream ``error`` event; its ``status_code`` decides whether to retry."""
+    raw = event.get("status_code")
+    status = raw if isinstance(raw, int) and not isinstance(raw, bool) else 500
+    detail = event.get("message") or event.get("title")
+    return status_error(_PROVIDER, status, f"stream error: {detail}")
 
 
 def _parse_event(payload: str) -> dict[str, Any]:

@@ -4,6 +4,10 @@ v7 has neither automatic KeepAlive nor reconnect, so this module owns both: it s
 ``{"type":"KeepAlive"}`` whenever no audio has gone out for ``keepalive_s`` (never an empty
 binary frame, which Deepgram reads as end of stream), and when the socket drops mid-call
 it reconnects while holding the caller's audio in a bounded buffer.
+
+A socket can also die silently: audio goes out, nothing comes back. Once the caller has
+spoken for a while and no message of any kind arrived for ``stall_timeout_s``, the stream
+is treated as dead: it reconnects and replays the unanswered speech on the new socket.
 """
 
 from __future__ import annotations
@@ -16,16 +20,32 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.core.api_error import ApiError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from config.logs import get_logger
-from pipeline.providers.base import ProviderError, STTEvent, STTEventKind
+from pipeline.providers.base import (
+    ProviderError,
+    STTEvent,
+    STTEventKind,
+    status_error,
+)
 
 log = get_logger("DEEPGRAM")
 
 _PROVIDER = "deepgram"
+SPEECH_RMS = 500.0  # int16 RMS (~-36 dBFS): above line noise, below any spoken word
+MIN_UNANSWERED_SPEECH_S = 0.5  # a cough or click alone does not arm the stall check
+
+
+def is_speech(pcm: bytes) -> bool:
+    """Whether a frame is loud enough that a live recogniser must react to it."""
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
+    if samples.size == 0:
+        return False
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) >= SPEECH_RMS
 
 
 def environment_for(base_url: str) -> DeepgramClientEnvironment:
@@ -76,7 +96,8 @@ class DeepgramSTT:
         utterance_end_ms: int = 1000,
         keepalive_s: float = 4.0,
         max_buffer_s: float = 10.0,
-        connect_timeout_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
+        stall_timeout_s: float = 2.0,
     ) -> None:
         self._client = AsyncDeepgramClient(api_key=api_key, environment=environment_for(base_url))
         self.model = model
@@ -86,6 +107,7 @@ class DeepgramSTT:
         self.keepalive_s = keepalive_s
         self.max_buffer_s = max_buffer_s
         self.connect_timeout_s = connect_timeout_s
+        self.stall_timeout_s = stall_timeout_s
 
     def stream(self, sample_rate: int) -> DeepgramStream:
         return DeepgramStream(self, sample_rate)
@@ -107,7 +129,40 @@ class DeepgramSTT:
 
 
 class _Reconnect(Exception):
-    """The socket ended while the call still needs it."""
+    """The socket ended (or went silent) while the call still needs it."""
+
+
+class _Unanswered:
+    """Speech sent on this socket since the last message from Deepgram.
+
+    Kept so a stalled socket's audio can be replayed on the next one: nothing of it
+    was transcribed, or some message would have come back.
+    """
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.since: float | None = None  # when the first unanswered speech frame went out
+        self.speech_bytes = 0
+
+    def sent(self, frame: bytes, now: float) -> None:
+        if self.since is None:
+            if not is_speech(frame):
+                return
+            self.since = now
+        self.frames.append(frame)
+        if is_speech(frame):
+            self.speech_bytes += len(frame)
+
+    def answered(self) -> None:
+        self.frames.clear()
+        self.since = None
+        self.speech_bytes = 0
+
+    def stalled_at(self, stall_s: float, bytes_per_s: int) -> float | None:
+        """When the socket counts as dead if nothing arrives; None while not armed."""
+        if self.since is None or self.speech_bytes < MIN_UNANSWERED_SPEECH_S * bytes_per_s:
+            return None
+        return self.since + stall_s
 
 
 class DeepgramStream:
@@ -124,7 +179,10 @@ class DeepgramStream:
         self._events: asyncio.Queue[STTEvent | None] = asyncio.Queue(maxsize=256)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._unanswered = _Unanswered()
+        self._bytes_per_s = sample_rate * 2
         self.connections = 0
+        self.stalls = 0
         self.failure: ProviderError | None = None
 
     async def __aenter__(self) -> DeepgramStream:
@@ -226,14 +284,7 @@ class DeepgramStream:
                         provider._client.listen.v1.connect(**options)
                     )
             except ApiError as exc:
-                status = exc.status_code
-                retryable = status is None or status == 429 or status >= 500
-                raise ProviderError(
-                    _PROVIDER,
-                    f"handshake refused (HTTP {status})",
-                    retryable=retryable,
-                    status=status,
-                ) from exc
+                raise status_error(_PROVIDER, exc.status_code, "handshake refused") from exc
             except (TimeoutError, OSError, InvalidHandshake) as exc:
                 raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
             self.connections += 1
@@ -248,19 +299,54 @@ class DeepgramStream:
             await self._pump(connection)
 
     async def _pump(self, connection: Any) -> None:
+        self._unanswered.answered()
         sender = asyncio.create_task(self._send_loop(connection), name="deepgram-send")
+        watch = asyncio.create_task(self._watch_stall(), name="deepgram-stall-watch")
+        receiver = asyncio.create_task(self._receive_loop(connection), name="deepgram-recv")
         try:
-            await self._receive_loop(connection)
+            await asyncio.wait({receiver, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                await sender
+            received_error = await _stop(receiver)
+            await _stop(watch)
+            send_error = await _stop(sender)
+            if not self._closing:
+                self._replay_unanswered()
+        if received_error is not None:
+            raise received_error  # a close (1011...) says more than a stall
+        if send_error is not None and not isinstance(send_error, ConnectionClosed):
+            raise send_error
+        if watch.done() and not watch.cancelled():
+            raise _Reconnect(watch.result())
         if not self._closing:
             raise _Reconnect("server closed the stream")
+
+    async def _watch_stall(self) -> str:
+        """Return (a reason) once speech went out and nothing came back for too long."""
+        stall_s = self._provider.stall_timeout_s
+        while True:
+            due = self._unanswered.stalled_at(stall_s, self._bytes_per_s)
+            now = time.monotonic()
+            if due is not None and now >= due and not self._closing:
+                self.stalls += 1
+                return f"no message for {stall_s:g} s while the caller spoke (stalled)"
+            await asyncio.sleep(0.1 if due is None else max(0.01, due - now))
+
+    def _replay_unanswered(self) -> None:
+        """Put the speech the dead socket swallowed back in front of the queue."""
+        frames = self._unanswered.frames
+        self._unanswered.answered()
+        replay = b"".join(frames)[-self._max_buffer_bytes :]
+        if replay:
+            self._pending.appendleft(replay)
+            self._pending_bytes += len(replay)
+            log.warning(
+                "Replaying %d ms of unanswered speech", len(replay) * 1000 // self._bytes_per_s
+            )
 
     async def _receive_loop(self, connection: Any) -> None:
         try:
             async for message in connection:
+                self._unanswered.answered()
                 event = event_from_message(message)
                 if event is None:
                     if getattr(message, "type", None) == "Metadata":
@@ -294,6 +380,7 @@ class DeepgramStream:
                 self._pending.popleft()
                 self._pending_bytes -= len(frame)
                 last_sent = time.monotonic()
+                self._unanswered.sent(frame, last_sent)
             if self._closing:
                 await connection.send_close_stream()
                 log.info("CloseStream sent")
@@ -302,3 +389,10 @@ class DeepgramStream:
                 await connection.send_keep_alive()
                 last_sent = time.monotonic()
                 log.debug("KeepAlive sent")
+
+
+async def _stop(task: asyncio.Task[Any]) -> BaseException | None:
+    """Cancel a helper task, wait for it, and hand back what it failed with (if anything)."""
+    task.cancel()
+    await asyncio.wait({task})
+    return None if task.cancelled() else task.exception()

@@ -6,6 +6,7 @@ whether another attempt still fits, using ``ProviderError.retryable``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -15,12 +16,20 @@ from typing import Any
 import openai
 
 from config.logs import get_logger
-from pipeline.providers.base import LLMEvent, Message, ProviderError, TextDelta, ToolCall, ToolSpec
+from pipeline.providers.base import (
+    LLMEvent,
+    Message,
+    ProviderError,
+    ProviderTimeout,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    status_error,
+)
 
 log = get_logger("OPENAI")
 
 _PROVIDER = "openai"
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(slots=True)
@@ -62,24 +71,18 @@ def request_body(
     return body
 
 
-def map_error(exc: openai.OpenAIError) -> ProviderError:
-    """Translate SDK exceptions at the boundary into our one error type."""
+def map_error(exc: openai.OpenAIError, provider: str = _PROVIDER) -> ProviderError:
+    """Translate SDK exceptions at the boundary into our one error tree."""
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(_PROVIDER, "request timed out", retryable=True)
+        return ProviderError(provider, "request timed out", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderError(_PROVIDER, "cannot connect", retryable=True)
+        return ProviderError(provider, "cannot connect", retryable=True)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        return ProviderError(
-            _PROVIDER,
-            f"HTTP {status}: {_short(exc.message)}",
-            retryable=status in _RETRYABLE_STATUS or status >= 500,
-            status=status,
-        )
+        return status_error(provider, exc.status_code, _short(exc.message))
     if isinstance(exc, openai.APIError):
         # An error event inside an otherwise healthy stream: transient on their side.
-        return ProviderError(_PROVIDER, f"stream error: {_short(exc.message)}", retryable=True)
-    return ProviderError(_PROVIDER, _short(str(exc)), retryable=False)
+        return ProviderError(provider, f"stream error: {_short(exc.message)}", retryable=True)
+    return ProviderError(provider, _short(str(exc)), retryable=False)
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -87,8 +90,6 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 class OpenAILLM:
-    name = "openai"
-
     def __init__(
         self,
         *,
@@ -97,20 +98,24 @@ class OpenAILLM:
         model: str,
         temperature: float = 0.6,
         max_tokens: int = 300,
-        connect_timeout_s: float = 3.0,
-        read_timeout_s: float = 5.0,
+        connect_timeout_s: float = 2.0,
+        first_token_timeout_s: float = 1.5,
+        idle_timeout_s: float = 3.0,
+        name: str = _PROVIDER,
     ) -> None:
+        self.name = name
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
-        # read_timeout bounds both the wait for the first byte and every gap after it.
-        timeout = openai.Timeout(read_timeout_s, connect=connect_timeout_s)
+        self.first_token_timeout_s = first_token_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        # The HTTP read timeout is only a backstop: a server can keep bytes flowing (role
+        # chunks, keep-alive comments) without a token, so stream() times tokens itself.
+        backstop = max(first_token_timeout_s, idle_timeout_s) + 1.0
+        timeout = openai.Timeout(backstop, connect=connect_timeout_s)
         self._client = openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
         )
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
@@ -123,10 +128,21 @@ class OpenAILLM:
         tools_seen: dict[int, _ToolFragments] = {}
         finish_reason: str | None = None
         log.info("Stream request | model=%s messages=%d", self.model, len(body["messages"]))
+        first_deadline = asyncio.get_running_loop().time() + self.first_token_timeout_s
         try:
-            stream = await self._client.chat.completions.create(**body)
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    stream = await self._client.chat.completions.create(**body)
+            except TimeoutError as exc:
+                raise ProviderTimeout(self.name, "first_byte", self.first_token_timeout_s) from exc
             async with stream:
-                async for chunk in stream:
+                chunks = stream.__aiter__()
+                while True:
+                    waiting_first = first_token_ms is None and not tools_seen
+                    try:
+                        chunk = await self._next_chunk(chunks, first_deadline, waiting_first)
+                    except StopAsyncIteration:
+                        break
                     for choice in chunk.choices:
                         delta = choice.delta
                         if delta.content:
@@ -145,7 +161,7 @@ class OpenAILLM:
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
         except openai.OpenAIError as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc, self.name) from exc
         for index in sorted(tools_seen):
             acc = tools_seen[index]
             arguments = "".join(acc.arguments) or "{}"
@@ -157,6 +173,27 @@ class OpenAILLM:
             "-" if first_token_ms is None else f"{first_token_ms:.0f}",
             (time.monotonic() - started) * 1000,
         )
+
+    async def _next_chunk(
+        self, chunks: AsyncIterator[Any], first_deadline: float, waiting_first: bool
+    ) -> Any:
+        """The next chunk, within the first-token deadline or else the idle-gap limit.
+
+        Only the wait for the server is timed, never the consumer: nothing is yielded
+        inside the timeout scope.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = first_deadline if waiting_first else loop.time() + self.idle_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await anext(chunks)
+        except TimeoutError as exc:
+            if waiting_first:
+                raise ProviderTimeout(self.name, "first_token", self.first_token_timeout_s) from exc
+            raise ProviderTimeout(self.name, "idle", self.idle_timeout_s) from exc
+
+    async def aclose(self) -> None:
+        await self._client.close()
 
 
 def parse_arguments(arguments: str) -> dict[str, Any]:

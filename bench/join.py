@@ -1,0 +1,152 @@
+"""Join the callers' records with the fake STT's timeline and compute the figures.
+
+Each call is one Deepgram connection. A call is matched to the connection that opened
+just after its metadata frame and whose ``speech_final`` send times follow the call's
+utterance ends most closely (greedy over all pairs by that cost); the turn overhead is
+then, per the issue: first reply ``playAudio`` received - ``speech_final`` sent by the
+fake STT - scripted LLM time to the end of sentence one - scripted TTS first audio.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pipeline.sentences import SentenceSplitter
+from testkit.openai_script import default_reply_text, split_tokens
+
+from .procs import Latencies
+
+MAX_ENDPOINT_S = 3.0  # a speech_final further than this after the utterance is not its own
+
+
+@dataclass
+class SttConn:
+    opened_at: float
+    finals: list[float] = field(default_factory=list)  # speech_final send times
+    texts: list[str] = field(default_factory=list)  # the utterance each one closes
+    speech_started: list[float] = field(default_factory=list)
+    words: list[float] = field(default_factory=list)  # Results with a transcript
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SttConn:
+        conn = cls(opened_at=float(raw["opened_at"]))
+        pending: list[str] = []
+        for at, direction, summary in raw["events"]:
+            if direction != "sent":
+                continue
+            kind = summary.get("type")
+            if kind == "SpeechStarted":
+                conn.speech_started.append(at)
+            elif kind == "Results":
+                text = summary.get("transcript") or ""
+                if text:
+                    conn.words.append(at)
+                    if summary.get("is_final"):
+                        pending.append(text)
+                if summary.get("speech_final"):
+                    conn.finals.append(at)
+                    conn.texts.append(" ".join(pending))
+                    pending = []
+        return conn
+
+    def final_after(self, t: float) -> int | None:
+        i = bisect.bisect_right(self.finals, t)
+        if i < len(self.finals) and self.finals[i] - t <= MAX_ENDPOINT_S:
+            return i
+        return None
+
+
+@lru_cache(maxsize=256)
+def llm_sentence_one_ms(user_text: str, lat: Latencies) -> float:
+    """Scripted time from the LLM request to the token that completes sentence one."""
+    reply = default_reply_text([{"role": "user", "content": user_text}])
+    splitter = SentenceSplitter()
+    for i, token in enumerate(split_tokens(reply)):
+        if splitter.push(token):
+            return lat.llm_first_token_ms + i * lat.llm_per_token_ms
+    n = len(split_tokens(reply))  # one sentence: flushed at the end of the stream
+    return lat.llm_first_token_ms + (n - 1) * lat.llm_per_token_ms
+
+
+def _cost(call: dict[str, Any], conn: SttConn) -> float:
+    total, n = 0.0, 0
+    for turn in call["turns"]:
+        i = conn.final_after(turn["speech_end"])
+        total += MAX_ENDPOINT_S if i is None else conn.finals[i] - turn["speech_end"]
+        n += 1
+    return total / n if n else MAX_ENDPOINT_S
+
+
+def match(calls: list[dict[str, Any]], conns: list[SttConn]) -> dict[int, SttConn]:
+    """call index -> its STT connection (calls with no utterance are left out)."""
+    by_open = sorted(range(len(conns)), key=lambda j: conns[j].opened_at)
+    opens = [conns[j].opened_at for j in by_open]
+    pairs: list[tuple[float, int, int]] = []
+    for ci, call in enumerate(calls):
+        sent = call.get("metadata_sent_at")
+        if sent is None or not call["turns"]:
+            continue
+        lo = bisect.bisect_left(opens, sent - 0.5)
+        hi = bisect.bisect_right(opens, sent + 5.0)
+        for j in by_open[lo:hi]:
+            pairs.append((_cost(call, conns[j]), ci, j))
+    pairs.sort()
+    out: dict[int, SttConn] = {}
+    used: set[int] = set()
+    for cost, ci, j in pairs:
+        if ci in out or j in used or cost >= MAX_ENDPOINT_S:
+            continue
+        out[ci] = conns[j]
+        used.add(j)
+    return out
+
+
+def figures(
+    calls: list[dict[str, Any]], timeline: list[dict[str, Any]], lat: Latencies
+) -> dict[str, list[float]]:
+    """Raw samples (ms) of each figure over all calls."""
+    conns = [SttConn.from_json(raw) for raw in timeline]
+    matched = match(calls, conns)
+    out: dict[str, list[float]] = {
+        "greeting_ms": [],
+        "turn_overhead_ms": [],
+        "turn_first_audio_ms": [],
+        "stt_endpoint_ms": [],
+        "barge_in_from_speech_started_ms": [],
+        "barge_in_from_words_ms": [],
+        "barge_in_from_caller_speech_ms": [],
+    }
+    for ci, call in enumerate(calls):
+        if call["greeting_first_play"] is not None and call["metadata_sent_at"] is not None:
+            out["greeting_ms"].append((call["greeting_first_play"] - call["metadata_sent_at"]) * 1e3)
+        conn = matched.get(ci)
+        for turn in call["turns"]:
+            if turn["first_play"] is None:
+                continue
+            out["turn_first_audio_ms"].append((turn["first_play"] - turn["speech_end"]) * 1e3)
+            i = None if conn is None else conn.final_after(turn["speech_end"])
+            if conn is None or i is None or turn["first_play"] < conn.finals[i]:
+                continue
+            final_at = conn.finals[i]
+            scripted = llm_sentence_one_ms(conn.texts[i], lat) + lat.tts_first_audio_ms
+            out["turn_overhead_ms"].append((turn["first_play"] - final_at) * 1e3 - scripted)
+            out["stt_endpoint_ms"].append((final_at - turn["speech_end"]) * 1e3)
+        for barge in call["barge_ins"]:
+            kill, start = barge["kill_at"], barge["speech_start"]
+            if kill is None or start is None:
+                continue
+            out["barge_in_from_caller_speech_ms"].append((kill - start) * 1e3)
+            if conn is None:
+                continue
+            for key, times in (
+                ("barge_in_from_speech_started_ms", conn.speech_started),
+                ("barge_in_from_words_ms", conn.words),
+            ):
+                k = bisect.bisect_right(times, start - 0.02)
+                if k < len(times) and times[k] <= kill:
+                    out[key].append((kill - times[k]) * 1e3)
+    out["_matched_calls"] = [float(len(matched))]
+    return out
