@@ -1,78 +1,13 @@
-"""A caller on a live phone line: continuous 20 ms frames, speech when asked, else silence."""
+"""Helpers for tests that place calls through the Stream Node simulator."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from types import TracebackType
 
-from server.simulator import StreamNodeClient
+from server.simulator import CallerLine, StreamNodeClient
 
-FRAME_MS = 20
-
-
-class CallerLine:
-    """Streams real-time audio to the node, like a Stream Node does for the whole call."""
-
-    def __init__(self, node: StreamNodeClient, sample_rate: int) -> None:
-        self._node = node
-        self._frame_bytes = sample_rate * 2 * FRAME_MS // 1000
-        self._silence = bytes(self._frame_bytes)
-        self._speech: bytearray = bytearray()
-        self._spoken = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.speech_ended_at: float | None = None
-
-    async def __aenter__(self) -> CallerLine:
-        self._task = asyncio.create_task(self._run(), name="caller-line")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.hang_up()
-
-    async def hang_up(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def say(self, pcm: bytes) -> None:
-        self._speech.extend(pcm)
-        self._spoken.clear()
-
-    async def said(self, timeout: float = 30.0) -> float:  # noqa: ASYNC109
-        """Wait until the queued speech is on the wire; returns when it ended."""
-        await asyncio.wait_for(self._spoken.wait(), timeout)
-        assert self.speech_ended_at is not None
-        return self.speech_ended_at
-
-    async def _run(self) -> None:
-        frame_s = FRAME_MS / 1000
-        start = time.monotonic()
-        sent = 0
-        while True:
-            if self._speech:
-                frame = bytes(self._speech[: self._frame_bytes])
-                del self._speech[: self._frame_bytes]
-                if not self._speech:
-                    self.speech_ended_at = time.monotonic()
-                    self._spoken.set()
-            else:
-                frame = self._silence
-            if self._node.closed:
-                return
-            await self._node.send_audio(frame)
-            sent += 1
-            delay = start + sent * frame_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+__all__ = ["CallerLine", "wait_until_quiet"]
 
 
 async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> None:  # noqa: ASYNC109
@@ -81,3 +16,22 @@ async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> Non
         # The playback clock is a computed deadline, not an event: sleep until it passes.
         while node.is_playing:  # noqa: ASYNC110
             await asyncio.sleep(max(0.02, node.playing_until - time.monotonic()))
+
+
+SESSION_TASKS = {
+    "turn",
+    "listen",
+    "watchdog",
+    "goodbye",
+    "think",
+    "voice",
+    "deepgram-stream",
+    "deepgram-send",
+    "deepgram-recv",
+    "deepgram-stall-watch",
+}
+
+
+def session_tasks() -> set[str]:
+    """Names of the call-scoped tasks still alive (none once every call has ended)."""
+    return {t.get_name() for t in asyncio.all_tasks() if t.get_name() in SESSION_TASKS}
