@@ -22,21 +22,20 @@ import itertools
 import json
 import logging
 import re
-import socket
 import uuid
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
+
+from testkit.http import AppServer
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -288,7 +287,7 @@ class FakeKpi:
                 )
             ]
         )
-        self._http = LoopbackServer(self.app, port=port)
+        self._http = AppServer(self.app, port=port)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -533,89 +532,6 @@ class FakeKpi:
             "total_count": len(rows),
         }
         return JSONResponse({"meta": meta, "objects": page})
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """Leaves the test process's signal handlers alone, and stops as soon as asked
-    (uvicorn's own loop polls every 100 ms)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.exit_requested = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def main_loop(self) -> None:
-        await self.on_tick(0)  # sets the default headers
-        await self.exit_requested.wait()
-
-
-class LoopbackServer:
-    """Any ASGI app served by uvicorn in-process on 127.0.0.1 (``port=0``: a free one)."""
-
-    def __init__(self, app: ASGIApp, *, port: int = 0) -> None:
-        self.app = app
-        self._requested_port = port
-        self._port: int | None = None
-        self._server: _EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("server not started")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        # Bound here, before uvicorn starts, so the port is known and there is no race.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._requested_port))
-        sock.setblocking(False)
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            access_log=False,  # the konnect path holds the SR key
-            log_config=None,
-            log_level="warning",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=1,
-        )
-        server = self._server = _EmbeddedServer(config)
-        task = self._task = asyncio.create_task(server.serve(sockets=[sock]), name="loopback")
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn did not start")
-            await asyncio.sleep(0.005)
-
-    async def stop(self) -> None:
-        server, task = self._server, self._task
-        self._server = self._task = None
-        if server is not None and task is not None:
-            server.should_exit = True
-            server.exit_requested.set()
-            await task
-
-    async def __aenter__(self) -> LoopbackServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -36,11 +36,20 @@ def bind_loopback(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves the process's signal handlers alone."""
+    """A uvicorn server that leaves the process's signal handlers alone and stops at once
+    when asked (uvicorn's own loop polls every 100 ms)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.exit_requested = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # sets the default headers
+        await self.exit_requested.wait()
 
 
 class AppServer:
@@ -114,6 +123,7 @@ class AppServer:
         if server is None or task is None:
             return
         server.should_exit = True
+        server.exit_requested.set()
         try:
             await task
         except SystemExit as exc:  # uvicorn exits this way when startup fails

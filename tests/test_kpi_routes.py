@@ -16,7 +16,8 @@ from kpi.models import TelephonyEvent
 from kpi.routes import build_router
 from kpi.service import KpiService
 from server.registry import CallRegistry
-from testkit.fake_kpi import AGENT_NUMBER, K_NUMBER, FakeKpi, LoopbackServer, Reply
+from testkit.fake_kpi import AGENT_NUMBER, K_NUMBER, FakeKpi, Reply
+from testkit.http import AppServer
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,7 +48,7 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Kp
     app.include_router(build_router(lambda: service))
     try:
         async with (
-            LoopbackServer(app) as server,
+            AppServer(app) as server,
             httpx.AsyncClient(base_url=server.base_url) as http,
         ):
             yield http, service
