@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import logging
 import random
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
 
-from config.logs import add_secrets, get_logger
+from config.logs import get_logger
 from kpi import validation
 from kpi.errors import (
     ConfigError,
@@ -46,8 +45,17 @@ from kpi.models import (
     PageMeta,
     parse_event,
 )
+from kpi.redaction import guard_logs, redact
 from kpi.sse import SseParser
 from kpi.validation import Channel
+from kpi.wire import (
+    backoff_delay,
+    encode_query,
+    makecall_body,
+    next_page,
+    notifications_filters,
+    otpcall_query,
+)
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -460,105 +468,6 @@ def _tls_context() -> ssl.SSLContext:
 _MAYBE_DONE = "; it may have been processed (a call may have been placed), so it was not retried"
 
 
-# --- pure helpers ---------------------------------------------------------------------
-
-
-def makecall_body(
-    *,
-    k_number: str | None,
-    agent_number: str | None,
-    customer_number: str,
-    caller_id: str | None = None,
-    whatsapp: bool = False,
-    call_permission_request: bool | None = None,
-) -> dict[str, str]:
-    """The makecall JSON body, validated; field names as in the API reference."""
-    body = {
-        "k_number": validation.e164(k_number, "k_number"),
-        "agent_number": validation.e164(agent_number, "agent_number"),
-        "customer_number": validation.e164(customer_number, "customer_number"),
-    }
-    caller = validation.optional_e164(caller_id, "caller_id")
-    if caller is not None:
-        body["caller_id"] = caller
-    body.update(_whatsapp_fields(whatsapp, call_permission_request))
-    return body
-
-
-def otpcall_query(
-    *,
-    ivr_id: str,
-    k_number: str | None,
-    customer_number: str,
-    whatsapp: bool = False,
-    call_permission_request: bool | None = None,
-) -> str:
-    """The otpcall query string, validated, ``+`` encoded as ``%2B`` as documented."""
-    params = [
-        ("ivr_id", validation.ivr_id(ivr_id)),
-        ("k_number", validation.e164(k_number, "k_number")),
-        ("customer_number", validation.e164(customer_number, "customer_number")),
-        *_whatsapp_fields(whatsapp, call_permission_request).items(),
-    ]
-    return encode_query(params)
-
-
-def _whatsapp_fields(whatsapp: bool, call_permission_request: bool | None) -> dict[str, str]:
-    # Both are required for WhatsApp Voice and optional for PSTN.
-    fields = {}
-    if whatsapp:
-        fields["channel"] = "Whatsapp"
-    if whatsapp or call_permission_request is not None:
-        fields["call_permission_request"] = validation.boolean_string(bool(call_permission_request))
-    return fields
-
-
-def notifications_filters(
-    knowlarity_number: str | None, enabled: bool | None
-) -> list[tuple[str, str]]:
-    filters = []
-    number = validation.optional_e164(knowlarity_number, "knowlarity_number")
-    if number is not None:
-        filters.append(("knowlarity_number", number))
-    if enabled is not None:
-        filters.append(("enabled", "True" if enabled else "False"))  # "True or False"
-    return filters
-
-
-def encode_query(params: Iterable[tuple[str, str]]) -> str:
-    return "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
-
-
-def next_page(meta: PageMeta | None, current: dict[str, str], count: int) -> dict[str, str] | None:
-    """The paging parameters of the page after this one, or None at the end.
-
-    ``meta.next`` is usually a path with ``limit`` and ``offset``; those are sent again
-    to our own documented path (never to whatever host ``next`` names). A ``next`` without
-    an offset (an opaque cursor) continues by offset.
-    """
-    if meta is None or not meta.next:
-        return None
-    wanted = dict(parse_qsl(urlsplit(meta.next).query))
-    if wanted.get("offset", "").isdigit():
-        return {k: wanted[k] for k in ("limit", "offset") if wanted.get(k, "").isdigit()}
-    offset = _as_int(meta.offset)
-    if offset is None:
-        offset = _as_int(current.get("offset")) or 0
-    following = {"offset": str(offset + count)}
-    limit = _as_int(meta.limit)
-    if limit:
-        following["limit"] = str(limit)
-    return following
-
-
-def backoff_delay(
-    attempt: int, initial: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Capped exponential backoff with "equal jitter": in [ceiling/2, ceiling]."""
-    ceiling: float = min(cap, initial * float(2 ** min(attempt, 32)))
-    return ceiling / 2 + rand() * ceiling / 2
-
-
 async def _read_some(response: httpx.Response, limit: int) -> bytes:
     """At most about ``limit`` bytes of a body (an error page may be large or endless)."""
     data = b""
@@ -567,21 +476,6 @@ async def _read_some(response: httpx.Response, limit: int) -> bytes:
         if len(data) >= limit:
             break
     return data[:limit]
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, _MASK)
-    return text
-
-
-def _as_int(value: object) -> int | None:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
 
 
 _KN = ("knowlarity_number", "KNOWLARITY_NUMBER")
@@ -593,36 +487,3 @@ def _pick(value: str | None, default: str | None, field: str, setting: str) -> s
     if chosen is None or not chosen.strip():
         raise InputError(field, f"not given, and {setting} is not set")
     return chosen
-
-
-class _RedactLibraryLogs(logging.Filter):
-    """Masks our secrets in httpx's own log lines (they print request URLs)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            masked = redact(message, self.secrets)
-            if masked != message:
-                record.msg, record.args = masked, None
-        return True
-
-
-_library_filter = _RedactLibraryLogs()
-_LIBRARY_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11")
-
-
-def guard_logs(secrets: Iterable[str]) -> None:
-    """Mask these secrets in httpx's records and on the app's log handlers."""
-    values = [s for s in secrets if len(s) >= 4]
-    if not values:
-        return
-    _library_filter.secrets.update(values)
-    for name in _LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        if _library_filter not in logger.filters:
-            logger.addFilter(_library_filter)
-    add_secrets(values)

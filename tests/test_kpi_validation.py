@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 
 from kpi import validation
-from kpi.client import (
+from kpi.errors import InputError, KnowlarityError, check_response
+from kpi.models import PageMeta
+from kpi.redaction import redact
+from kpi.wire import (
     backoff_delay,
     encode_query,
     makecall_body,
     next_page,
     notifications_filters,
     otpcall_query,
-    redact,
 )
-from kpi.errors import InputError, KnowlarityError, check_response
-from kpi.models import PageMeta
 
 K, AGENT, CUSTOMER = "+911140000000", "+919810000001", "+919876543210"
 
