@@ -84,6 +84,14 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def mask_logger(name: str) -> None:
+    """Mask secrets in records of a logger whose handlers are not ours (e.g. uvicorn's:
+    its default config prints ``uvicorn.error`` with its own non-propagating handler)."""
+    logger = logging.getLogger(name)
+    if _filter not in logger.filters:
+        logger.addFilter(_filter)
+
+
 def add_secrets(secrets: Iterable[str]) -> None:
     """Mask more values (e.g. the Knowlarity SR key) from now on."""
     _filter.set_secrets((*_filter._secrets, *secrets))

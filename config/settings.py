@@ -109,6 +109,7 @@ class Settings(BaseSettings):
             self.knowlarity_sr_api_key,
             self.admin_api_token,
             self.voice_ws_token,
+            self.openai_fallback_api_key,
         ]
         return [v.get_secret_value() for v in values if v is not None and _present(v)]
 
@@ -172,7 +173,8 @@ class Settings(BaseSettings):
     # Every network call has a connect limit, a first-result limit and an idle-gap limit;
     # each expiry is a retryable ProviderTimeout, retried only inside TURN_DEADLINE_S.
     deepgram_connect_timeout_s: float = Field(3.0, gt=0, le=60)
-    deepgram_stall_timeout_s: float = Field(2.0, gt=0, le=60)
+    deepgram_stall_timeout_s: float = Field(1.5, gt=0, le=60)
+    deepgram_max_outage_s: float = Field(10.0, gt=0, le=600)
     openai_connect_timeout_s: float = Field(2.0, gt=0, le=60)
     openai_first_token_timeout_s: float = Field(1.5, gt=0, le=60)
     openai_idle_timeout_s: float = Field(3.0, gt=0, le=60)
@@ -188,7 +190,7 @@ class Settings(BaseSettings):
     @field_validator("openai_fallback_base_url", "openai_fallback_model", mode="before")
     @classmethod
     def _fallback_blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+        return (value.strip() or None) if isinstance(value, str) else value
 
     @property
     def llm_failover_configured(self) -> bool:
@@ -196,7 +198,9 @@ class Settings(BaseSettings):
 
     def openai_fallback_key(self) -> str:
         """OPENAI_FALLBACK_API_KEY, else OPENAI_API_KEY (one account, another endpoint)."""
-        key = self.openai_fallback_api_key or self.openai_api_key
+        key = self.openai_fallback_api_key
+        if not _present(key):
+            key = self.openai_api_key
         return key.get_secret_value() if key is not None else ""
 
     # End of provider timeouts and failover ---------------------------------------------

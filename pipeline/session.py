@@ -350,9 +350,13 @@ class CallSession:
         while True:
             attempt += 1
             try:
-                await self._attempt(turn, messages, deadline)
-                self._failed_turns = 0
-                return
+                if await self._attempt(turn, messages, deadline):
+                    self._failed_turns = 0
+                    return
+                log.error(
+                    "No audio within the %.1f s turn deadline; apologising to the caller",
+                    self._config.turn_deadline_s,
+                )
             except ProviderError as exc:
                 heard = turn.first_audio_at is not None
                 delay = retry_delay(exc, attempt, heard=heard, now=time.monotonic(), end=deadline)
@@ -361,26 +365,24 @@ class CallSession:
                     await asyncio.sleep(delay)
                     continue
                 log.error("%s; apologising to the caller", exc)
-            except TimeoutError:
-                scope = turn.deadline_scope
-                if scope is None or not scope.expired():
-                    raise
-                log.error(
-                    "No audio within the %.1f s turn deadline; apologising to the caller",
-                    self._config.turn_deadline_s,
-                )
             await self._apologise(turn)
             return
 
-    async def _attempt(self, turn: Turn, messages: list[Message], deadline: float) -> None:
-        """One try at the reply; the deadline only holds until the caller hears something."""
-        if turn.first_audio_at is not None:
-            await self._generate(turn, messages)
-            return
+    async def _attempt(self, turn: Turn, messages: list[Message], deadline: float) -> bool:
+        """One try at the reply; False if no audio went out before the turn deadline."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(loop.time() + deadline - time.monotonic()) as scope:
-            turn.deadline_scope = scope
-            await self._generate(turn, messages)
+        scope = asyncio.timeout_at(loop.time() + deadline - time.monotonic())
+        turn.deadline_scope = scope  # _send_chunk disarms it with the first audio
+        try:
+            async with scope:
+                await self._generate(turn, messages)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            return False
+        finally:
+            turn.deadline_scope = None
+        return True
 
     async def _apologise(self, turn: Turn) -> None:
         """The fallback line, or after too many failed turns in a row, goodbye."""

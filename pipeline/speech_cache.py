@@ -35,6 +35,10 @@ class SpeechCache:
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget every line (tests use it to play a line that is not cached)."""
+        self._entries.clear()
+
     async def stream(self, tts: TextToSpeech, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """The line's audio: from memory if cached, else streamed live and remembered."""
         cached = self.get(tts, text, sample_rate)

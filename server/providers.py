@@ -28,6 +28,7 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
             keepalive_s=settings.deepgram_keepalive_s,
             connect_timeout_s=settings.deepgram_connect_timeout_s,
             stall_timeout_s=settings.deepgram_stall_timeout_s,
+            max_outage_s=settings.deepgram_max_outage_s,
         )
     llm = build_llm(settings) if settings.llm_configured else None
     tts = None

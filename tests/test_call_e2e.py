@@ -15,7 +15,7 @@ import pytest
 from audio.wav import read_wav_file
 from server.simulator import StreamNodeClient
 from testkit import FakeProviders, llm
-from tests.caller import CallerLine, wait_until_quiet
+from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, StartServer
 
 SEED_METADATA = json.dumps(
@@ -80,11 +80,6 @@ LONG_REPLY = (
     "On Saturdays we open at ten and close at two in the afternoon. "
     "On Sundays and public holidays the branch stays closed all day long."
 )
-SESSION_TASKS = {"turn", "listen", "think", "voice", "deepgram-stream", "deepgram-send"}
-
-
-def session_tasks() -> set[str]:
-    return {t.get_name() for t in asyncio.all_tasks() if t.get_name() in SESSION_TASKS}
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,8 @@ class ProviderError(Exception):
 
 
 class ProviderTimeout(ProviderError):
-    """No answer in time; ``phase`` is "connect", "first_byte" or "idle"."""
+    """No answer in time. ``phase``: "connect", "first_byte" (response headers),
+    "first_token" / "first_audio" (the first useful event), or "idle" (gap after it)."""
 
     def __init__(self, provider: str, phase: str, limit_s: float) -> None:
         super().__init__(provider, f"{phase} timeout after {limit_s:g} s", retryable=True)

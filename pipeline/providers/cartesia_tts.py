@@ -82,6 +82,7 @@ class CartesiaTTS:
         self.voice_id = voice_id
         self.model = model
         self.language = language
+        self.connect_timeout_s = connect_timeout_s
         self.first_audio_timeout_s = first_audio_timeout_s
         self.idle_timeout_s = idle_timeout_s
         # httpx's read timeout is a backstop; synthesize() times audio itself, because
@@ -139,6 +140,8 @@ class CartesiaTTS:
                         raise _error_event(event)
                     elif kind == "done" or event.get("done") is True:
                         break
+        except httpx.ConnectTimeout as exc:
+            raise ProviderTimeout(_PROVIDER, "connect", self.connect_timeout_s) from exc
         except httpx.TimeoutException as exc:
             raise ProviderError(
                 _PROVIDER, f"timed out ({type(exc).__name__})", retryable=True

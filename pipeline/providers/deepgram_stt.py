@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from config.logs import get_logger
 from pipeline.providers.base import (
     ProviderError,
+    ProviderTimeout,
     STTEvent,
     STTEventKind,
     status_error,
@@ -97,7 +98,8 @@ class DeepgramSTT:
         keepalive_s: float = 4.0,
         max_buffer_s: float = 10.0,
         connect_timeout_s: float = 3.0,
-        stall_timeout_s: float = 2.0,
+        stall_timeout_s: float = 1.5,
+        max_outage_s: float = 10.0,
     ) -> None:
         self._client = AsyncDeepgramClient(api_key=api_key, environment=environment_for(base_url))
         self.model = model
@@ -108,6 +110,7 @@ class DeepgramSTT:
         self.max_buffer_s = max_buffer_s
         self.connect_timeout_s = connect_timeout_s
         self.stall_timeout_s = stall_timeout_s
+        self.max_outage_s = max_outage_s
 
     def stream(self, sample_rate: int) -> DeepgramStream:
         return DeepgramStream(self, sample_rate)
@@ -135,32 +138,39 @@ class _Reconnect(Exception):
 class _Unanswered:
     """Speech sent on this socket since the last message from Deepgram.
 
-    Kept so a stalled socket's audio can be replayed on the next one: nothing of it
-    was transcribed, or some message would have come back.
+    Kept (newest ``max_bytes`` only) so a stalled socket's audio can be replayed on the
+    next one: nothing of it was transcribed, or some message would have come back.
     """
 
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
+    def __init__(self, max_bytes: int, arm_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._arm_bytes = arm_bytes  # this much speech unanswered arms the stall check
+        self.frames: collections.deque[bytes] = collections.deque()
+        self._bytes = 0
         self.since: float | None = None  # when the first unanswered speech frame went out
         self.speech_bytes = 0
 
     def sent(self, frame: bytes, now: float) -> None:
-        if self.since is None:
-            if not is_speech(frame):
-                return
-            self.since = now
-        self.frames.append(frame)
-        if is_speech(frame):
+        if self.speech_bytes < self._arm_bytes and is_speech(frame):  # once armed, stop looking
+            if self.since is None:
+                self.since = now
             self.speech_bytes += len(frame)
+        if self.since is None:
+            return
+        self.frames.append(frame)
+        self._bytes += len(frame)
+        while self._bytes > self._max_bytes:
+            self._bytes -= len(self.frames.popleft())
 
     def answered(self) -> None:
-        self.frames.clear()
+        self.frames = collections.deque()  # a new deque: a replay may still hold the old one
+        self._bytes = 0
         self.since = None
         self.speech_bytes = 0
 
-    def stalled_at(self, stall_s: float, bytes_per_s: int) -> float | None:
+    def stalled_at(self, stall_s: float) -> float | None:
         """When the socket counts as dead if nothing arrives; None while not armed."""
-        if self.since is None or self.speech_bytes < MIN_UNANSWERED_SPEECH_S * bytes_per_s:
+        if self.since is None or self.speech_bytes < self._arm_bytes:
             return None
         return self.since + stall_s
 
@@ -179,7 +189,10 @@ class DeepgramStream:
         self._events: asyncio.Queue[STTEvent | None] = asyncio.Queue(maxsize=256)
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._unanswered = _Unanswered()
+        self._unanswered = _Unanswered(
+            self._max_buffer_bytes, int(MIN_UNANSWERED_SPEECH_S * sample_rate * 2)
+        )
+        self._down_since: float | None = None  # first failure since the last message
         self._bytes_per_s = sample_rate * 2
         self.connections = 0
         self.stalls = 0
@@ -263,12 +276,30 @@ class DeepgramStream:
                     log.exception("Unexpected stream error (%r); reconnecting", exc)
                 if self.closing:  # set by aclose() while we were connected
                     break
+                if self._outage_over_limit():
+                    return
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
         finally:
             if self._dropped_bytes:
                 ms = self._dropped_bytes * 1000 // (self._sample_rate * 2)
                 log.warning("Dropped %d ms of caller audio while disconnected", ms)
             self._put_nowait_end()
+
+    def _outage_over_limit(self) -> bool:
+        """Whether Deepgram has said nothing through failures for too long to keep trying.
+
+        The clock starts at the first failure and stops at the next message received,
+        so flapping sockets that still transcribe never add up to an outage.
+        """
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        limit = self._provider.max_outage_s
+        if now - self._down_since < limit:
+            return False
+        self.failure = ProviderError(_PROVIDER, f"no transcripts for {limit:g} s", retryable=True)
+        log.error("Stream failed: %s; giving up", self.failure.message)
+        return True
 
     def _put_nowait_end(self) -> None:
         with contextlib.suppress(asyncio.QueueFull):
@@ -285,7 +316,9 @@ class DeepgramStream:
                     )
             except ApiError as exc:
                 raise status_error(_PROVIDER, exc.status_code, "handshake refused") from exc
-            except (TimeoutError, OSError, InvalidHandshake) as exc:
+            except TimeoutError as exc:
+                raise ProviderTimeout(_PROVIDER, "connect", provider.connect_timeout_s) from exc
+            except (OSError, InvalidHandshake) as exc:
                 raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
             self.connections += 1
             log.info(
@@ -324,7 +357,7 @@ class DeepgramStream:
         """Return (a reason) once speech went out and nothing came back for too long."""
         stall_s = self._provider.stall_timeout_s
         while True:
-            due = self._unanswered.stalled_at(stall_s, self._bytes_per_s)
+            due = self._unanswered.stalled_at(stall_s)
             now = time.monotonic()
             if due is not None and now >= due and not self._closing:
                 self.stalls += 1
@@ -335,7 +368,7 @@ class DeepgramStream:
         """Put the speech the dead socket swallowed back in front of the queue."""
         frames = self._unanswered.frames
         self._unanswered.answered()
-        replay = b"".join(frames)[-self._max_buffer_bytes :]
+        replay = b"".join(frames)
         if replay:
             self._pending.appendleft(replay)
             self._pending_bytes += len(replay)
@@ -347,6 +380,7 @@ class DeepgramStream:
         try:
             async for message in connection:
                 self._unanswered.answered()
+                self._down_since = None
                 event = event_from_message(message)
                 if event is None:
                     if getattr(message, "type", None) == "Metadata":
