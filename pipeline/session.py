@@ -25,6 +25,7 @@ from typing import Any
 
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
+from pipeline.aio import aclose, cancel_and_wait
 from pipeline.history import History
 from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
 from pipeline.providers.base import (
@@ -41,11 +42,9 @@ from pipeline.providers.base import (
 )
 from pipeline.sentences import SentenceSplitter
 from pipeline.speech_cache import SpeechCache
+from pipeline.turn import Turn, retry_delay
 from server.protocol import disconnect, transfer
 from server.registry import CallRecord
-
-BACKOFF_BASE_S = 0.1  # first retry waits this long, doubling after
-MIN_ATTEMPT_S = 0.3  # an attempt with less time than this left cannot beat the deadline
 
 log = get_logger("SESSION")
 llm_log = get_logger("OPENAI")
@@ -62,27 +61,6 @@ class Providers:
     def missing(self) -> list[str]:
         names = {"STT": self.stt, "LLM": self.llm, "TTS": self.tts}
         return [name for name, provider in names.items() if provider is None]
-
-
-@dataclass(slots=True)
-class Turn:
-    """One reply (or a fixed line such as the greeting) and what became of it."""
-
-    user_text: str | None
-    started: float
-    spans: list[SpokenSpan] = field(default_factory=list)
-    first_audio_at: float | None = None
-    transfer_requested: bool = False
-    completed: bool = False
-    history_entry: Message | None = None
-    deadline_scope: asyncio.Timeout | None = None  # armed until the first audio goes out
-
-    def reply_text(self) -> str:
-        return " ".join(span.text for span in self.spans)
-
-
-class CallEnded(Exception):
-    """Raised inside the session when the call must stop (transfer done, disconnect)."""
 
 
 class CallSession:
@@ -182,7 +160,7 @@ class CallSession:
                 self._ending = True
                 for task in (watchdog, listener, self._end_task):
                     if task is not None:
-                        await _cancel_and_wait(task)
+                        await cancel_and_wait(task)
                 await self._cancel_turn()
 
     async def _serve_unavailable(self, audio: AsyncIterator[bytes], missing: list[str]) -> None:
@@ -297,7 +275,7 @@ class CallSession:
     async def _cancel_turn(self) -> None:
         task, self._turn_task = self._turn_task, None
         if task is not None:
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
 
     async def _speak_fixed(
         self, text: str, *, greeting: bool = False, end_call: bool = False
@@ -365,6 +343,8 @@ class CallSession:
                     await asyncio.sleep(delay)
                     continue
                 log.error("%s; apologising to the caller", exc)
+            except Exception:  # a bug here must not leave the caller in silence
+                log.exception("Turn failed unexpectedly; apologising to the caller")
             await self._apologise(turn)
             return
 
@@ -431,7 +411,7 @@ class CallSession:
                 elif isinstance(event, ToolCall):
                     self._on_tool_call(turn, event)
         finally:
-            await _aclose(stream)
+            await aclose(stream)
         rest = splitter.flush()
         if rest:
             llm_log.info('Sentence | text="%s"', rest)
@@ -469,7 +449,7 @@ class CallSession:
                         registered = True
                     await self._send_chunk(chunk, span, turn)
         finally:
-            await _aclose(pcm_stream)
+            await aclose(pcm_stream)
         tail = chunker.flush()
         if tail:
             if not registered:
@@ -519,39 +499,3 @@ class CallSession:
             "[" + ",".join(f"{ms:.0f}" for ms in latencies) + "]",
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )
-
-
-def retry_delay(
-    exc: ProviderError, attempt: int, *, heard: bool, now: float, end: float
-) -> float | None:
-    """How long to wait before attempt ``attempt + 1``; None means apologise instead.
-
-    Retrying is only worth it while the caller has heard nothing of the turn (else the
-    reply would restart mid-sentence), for a fault that may pass, and with enough of the
-    turn deadline ``end`` left for another attempt to produce audio.
-    """
-    if heard or not exc.retryable:
-        return None
-    delay = BACKOFF_BASE_S * 2.0 ** (attempt - 1)
-    if now + delay + MIN_ATTEMPT_S > end:
-        return None
-    return delay
-
-
-async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait for it to finish, without swallowing our own cancellation."""
-    if task.done():
-        if not task.cancelled() and task.exception() is not None:
-            log.error("Task %s failed: %r", task.get_name(), task.exception())
-        return
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and task.exception() is not None:
-        log.error("Task %s failed: %r", task.get_name(), task.exception())
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close a provider stream now (its sockets too), not whenever it is collected."""
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()

@@ -37,8 +37,9 @@ from pipeline.providers.cartesia_tts import _error_event, error_from_response
 from pipeline.providers.deepgram_stt import _Unanswered, is_speech
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM, map_error
-from pipeline.session import CallSession, Providers, retry_delay
+from pipeline.session import CallSession, Providers
 from pipeline.speech_cache import SpeechCache
+from pipeline.turn import retry_delay
 from server.protocol import disconnect
 from server.registry import CallRecord
 from server.simulator import StreamNodeClient

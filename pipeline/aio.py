@@ -1,0 +1,30 @@
+"""Small asyncio helpers for call-scoped tasks and provider streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from config.logs import get_logger
+
+log = get_logger("SESSION")
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to finish, without swallowing our own cancellation."""
+    if task.done():
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Task %s failed: %r", task.get_name(), task.exception())
+        return
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("Task %s failed: %r", task.get_name(), task.exception())
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close a provider stream now (its sockets too), not whenever it is collected."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
