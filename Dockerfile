@@ -24,4 +24,8 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=2)" || exit 1
 
 # uvloop and httptools come with uvicorn[standard]; one process per container, scale out.
-CMD ["sh", "-c", "exec uvicorn server:app --host \"$HOST\" --port \"$PORT\" --no-access-log"]
+# `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the WebSocket layer and
+# TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then exits 0: give the container
+# a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t, terminationGracePeriodSeconds).
+STOPSIGNAL SIGTERM
+CMD ["voice-agent", "serve"]

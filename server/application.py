@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from config.logs import get_logger, setup_logging
+from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
 from kpi.routes import build_router
 from kpi.service import KpiService
@@ -22,7 +22,7 @@ from pipeline.speech_cache import warm_lines
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
 from server.state import AppState
-from server.voice import handle_call
+from server.voice import handle_call, uvicorn_noise_filter
 
 log = get_logger("SERVER")
 
@@ -30,7 +30,7 @@ log = get_logger("SERVER")
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level, settings.secrets())
-    _redact_uvicorn_urls()
+    _tame_uvicorn_logs()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _announce_stream_security(settings)
         if state.lifecycle.install_signal_handlers(settings.drain_seconds):
             log.info(
-                "SIGTERM drains calls for up to %.0f s (DRAIN_SECONDS)", settings.drain_seconds
+                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)", settings.drain_seconds
             )
         try:
             yield
@@ -116,12 +116,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _redact_uvicorn_urls() -> None:
-    """Uvicorn logs handshake paths (with the stream token) through its own handlers."""
+def _tame_uvicorn_logs() -> None:
+    """Uvicorn logs through its own handlers, which our root-handler filter never sees:
+    redact stream tokens in its URLs, mask secrets, quiet two client-triggered lines."""
     for name in ("uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
+        # URLs first: the access formatter needs record.args, which the secret mask
+        # would drop if it found the token still in the message.
         if not any(isinstance(f, UrlRedactingFilter) for f in logger.filters):
             logger.addFilter(UrlRedactingFilter())
+        mask_logger(name)
+    error_log = logging.getLogger("uvicorn.error")
+    if uvicorn_noise_filter not in error_log.filters:
+        error_log.addFilter(uvicorn_noise_filter)
 
 
 def _announce_stream_security(settings: Settings) -> None:

@@ -84,15 +84,13 @@ def _serve(args: argparse.Namespace) -> int:
         # before the server buffers it; uvicorn's own default is 16 MiB.
         "ws_max_size": settings.max_frame_bytes,
         "access_log": args.access_log,
+        # X-Forwarded-For is believed from TRUSTED_PROXIES only (uvicorn would trust
+        # 127.0.0.1 by default), so uvicorn's client address and our IP check agree.
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
     }
-    if args.reload:
-        uvicorn.run("server:app", reload=True, **options)
-        return 0
-    from server.lifecycle import ExitServer
-
-    server = ExitServer(uvicorn.Config("server:app", **options))
-    server.run()
-    return 0 if server.started else 3  # 3: uvicorn's own "startup failed" status
+    # SIGTERM drains the calls first (server.lifecycle hooks uvicorn's signal handler).
+    uvicorn.run("server:app", reload=args.reload, **options)
+    return 0
 
 
 # --- call --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import uvicorn
 
 from config.logs import call_id_var, get_logger
 
-__all__ = ["DRAIN_REASON", "CallEnder", "ExitServer", "Lifecycle", "LiveCalls"]
+__all__ = ["DRAIN_REASON", "CallEnder", "Lifecycle", "LiveCalls"]
 
 log = get_logger("SERVER")
 
@@ -51,7 +51,8 @@ class LiveCalls:
     """Open ``/voice`` connections; a connection is counted from its handshake on."""
 
     connections: int = 0
-    sessions: dict[str, CallEnder] = field(default_factory=dict)
+    # session -> call id; keyed by the session, as two connections may claim one call id.
+    sessions: dict[CallEnder, str] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def try_admit(self, limit: int) -> bool:
@@ -68,12 +69,11 @@ class LiveCalls:
     @contextlib.contextmanager
     def session(self, call_id: str, session: CallEnder) -> Iterator[None]:
         """Make a running call reachable by the drain for as long as it runs."""
-        self.sessions[call_id] = session
+        self.sessions[session] = call_id
         try:
             yield
         finally:
-            if self.sessions.get(call_id) is session:
-                del self.sessions[call_id]
+            del self.sessions[session]
             self._notify()
 
     async def wait_idle(self, timeout_s: float) -> bool:
@@ -103,6 +103,7 @@ class Lifecycle:
         self._drain_task: asyncio.Task[None] | None = None
         self._previous: dict[int, SignalHandler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._signalled = False
 
     def begin_drain(self, drain_s: float, then: Callable[[], None] | None = None) -> None:
         """Stop taking calls now; drain in the background, then call ``then`` (once)."""
@@ -115,14 +116,16 @@ class Lifecycle:
         calls = self.calls
         try:
             log.info(
-                "Draining: refusing new calls; %d in progress get up to %.0f s to finish",
+                "Draining: refusing new calls; %d in progress get up to %.1f s to finish",
                 calls.connections,
                 drain_s,
             )
             if not await calls.wait_idle(drain_s):
                 await self._end_remaining()
                 if not await calls.wait_idle(HANG_UP_GRACE_S):
-                    log.warning("%d connections still open; closing them", calls.connections)
+                    log.warning(
+                        "%d connections still open; uvicorn closes them (1012)", calls.connections
+                    )
             log.info("Drain complete")
         finally:
             self.drained.set()
@@ -134,7 +137,7 @@ class Lifecycle:
         log.info("Drain time is up: ending %d calls with the goodbye line", len(sessions))
         tasks = [
             asyncio.create_task(_end_one(call_id, session), name=f"end:{call_id}")
-            for call_id, session in sessions.items()
+            for session, call_id in sessions.items()
         ]
         if not tasks:
             return
@@ -188,10 +191,11 @@ class Lifecycle:
         def on_signal(sig: int, frame: FrameType | None) -> None:
             # Runs between two bytecodes of the main thread: only schedule work here.
             loop = self._loop
-            if loop is None or self._drain_task is not None:
+            if loop is None or self._signalled:
                 self._forward(sig, frame)  # a second signal: shut down now
                 return
-            loop.call_soon_threadsafe(self.begin_drain, drain_s, lambda: self._forward(sig, None))
+            self._signalled = True
+            loop.call_soon_threadsafe(self.begin_drain, drain_s, lambda: self._exit(sig))
 
         return on_signal
 
@@ -199,6 +203,18 @@ class Lifecycle:
         handler = self._previous.get(sig)
         if handler is not None:
             handler(sig, frame)
+
+    def _exit(self, sig: int) -> None:
+        """After a drain: uvicorn shuts down, and a drained SIGTERM exits with status 0.
+
+        Uvicorn re-raises the signal it caught once it has shut down, so the process would
+        die of SIGTERM (status 143); after a completed drain that is no failure.
+        """
+        self._forward(sig, None)
+        server = getattr(self._previous.get(sig), "__self__", None)
+        captured = getattr(server, "_captured_signals", None)
+        if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
+            captured.remove(sig)
 
 
 def _is_uvicorn_handler(handler: object) -> bool:
@@ -208,16 +224,3 @@ def _is_uvicorn_handler(handler: object) -> bool:
 async def _end_one(call_id: str, session: CallEnder) -> None:
     call_id_var.set(call_id)  # this task's own context: the goodbye logs under the call
     await session.end_call(DRAIN_REASON)
-
-
-class ExitServer(uvicorn.Server):
-    """``voice-agent serve``'s uvicorn: a drained SIGTERM is a clean exit (status 0).
-
-    Plain uvicorn re-raises the signal it caught once it has shut down, so the process
-    dies of SIGTERM (status 143); after a completed drain that is not a failure.
-    """
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if sig == signal.SIGTERM and sig in self._captured_signals:
-            self._captured_signals.remove(sig)

@@ -116,12 +116,17 @@ class UrlRedactingFilter(logging.Filter):
     """For uvicorn's loggers: handshake and access lines carry the request path."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            # Redact the arguments, not the message: uvicorn's access formatter unpacks
+        message = record.getMessage()
+        if redact_urls(message) == message:
+            return True
+        if isinstance(record.args, tuple):
+            # Redact the arguments and keep them: uvicorn's access formatter unpacks
             # record.args (client, method, path, version, status) itself.
             record.args = tuple(
                 redact_urls(arg) if isinstance(arg, str) else arg for arg in record.args
             )
-        if isinstance(record.msg, str):
-            record.msg = redact_urls(record.msg)
+            message = record.getMessage()
+            if redact_urls(message) == message:
+                return True
+        record.msg, record.args = redact_urls(message), None
         return True

@@ -26,6 +26,7 @@ from server.protocol import (
     FrameAligner,
     MetadataError,
     describe_frame,
+    disconnect,
     generated_metadata,
     parse_metadata,
 )
@@ -38,6 +39,9 @@ log = get_logger("KNOWLARITY")
 METADATA_TIMEOUT_S = 2.0
 BUSY_RETRY_AFTER_S = 5  # Retry-After of the 503 for MAX_CALLS and drain refusals
 LOGGED_TEXT_FRAMES = 3  # text frames after metadata: log the first few, then every 100th
+# After we send `disconnect` the Stream Node should close; a peer that does not would hold
+# its MAX_CALLS slot for ever, so we close the stream ourselves after this long.
+DISCONNECT_GRACE_S = 5.0
 
 # Close codes (RFC 6455 section 7.4.1) this edge uses.
 CLOSE_POLICY = 1008  # before accept, uvicorn turns it into an HTTP 403
@@ -78,6 +82,7 @@ class _Outbound:
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
         self.closed = False
+        self._closer: asyncio.Task[None] | None = None
 
     async def send(self, text: str) -> None:
         if self.closed:
@@ -87,6 +92,29 @@ class _Outbound:
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             self.closed = True
             log.info("Send failed, caller gone (%s)", type(exc).__name__)
+            return
+        if text == _DISCONNECT and self._closer is None:
+            self._closer = asyncio.create_task(self._close_later(), name="close-after-disconnect")
+
+    async def _close_later(self) -> None:
+        await asyncio.sleep(DISCONNECT_GRACE_S)
+        if self.closed:
+            return
+        log.warning(
+            "Still connected %.0f s after disconnect; closing the stream", DISCONNECT_GRACE_S
+        )
+        self.closed = True
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._ws.close(1000, "disconnect sent")
+
+    async def aclose(self) -> None:
+        task, self._closer = self._closer, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+
+_DISCONNECT = disconnect()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +179,46 @@ def _client_ip(websocket: WebSocket, settings: Settings) -> str | None:
     return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
 
 
+class UvicornNoiseFilter(logging.Filter):
+    """Quiets two uvicorn (websockets-sansio) log lines that any client can trigger.
+
+    - After every denial response (our 503) it logs "ASGI callable returned without
+      completing handshake." at ERROR, as it never marks such a handshake complete
+      (uvicorn PR #3138); that would trip error alerting. Only the line directly after
+      one of our denials is dropped: uvicorn logs it as our handler returns, before the
+      loop runs anything else.
+    - A text frame with invalid UTF-8 is logged with a full traceback before uvicorn
+      closes with 1007. It is the client's bad bytes, not a server fault: the line stays,
+      as a warning without the traceback (our handler logs the 1007 under the call id).
+    """
+
+    _DENIAL = "ASGI callable returned without completing handshake."
+    _BAD_UTF8 = "Invalid UTF-8 sequence received from client."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+
+    def arm(self) -> None:
+        self.armed = True
+        asyncio.get_running_loop().call_soon(self._disarm)
+
+    def _disarm(self) -> None:
+        self.armed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self._BAD_UTF8:
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        elif self.armed and record.msg == self._DENIAL:
+            self.armed = False
+            return False
+        return True
+
+
+uvicorn_noise_filter = UvicornNoiseFilter()
+
+
 async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
     """Refuse before accepting: the Stream Node gets an HTTP status, never a stream."""
     peer = websocket.client.host if websocket.client is not None else "unknown"
@@ -165,6 +233,7 @@ async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
     )
     try:
         await websocket.send_denial_response(response)
+        uvicorn_noise_filter.arm()
     except RuntimeError:  # the server lacks the extension: it answers 403 to this instead
         await websocket.close(code=CLOSE_TRY_LATER)
 
@@ -199,10 +268,13 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
             sample_rate=rate,
         )
         frames = _audio_frames(websocket, early_audio, outbound, state.settings.max_frame_bytes)
-        with state.lifecycle.calls.session(metadata.call_id, session):
-            await session.run(frames)
+        try:
+            with state.lifecycle.calls.session(metadata.call_id, session):
+                await session.run(frames)
+        finally:
+            await outbound.aclose()
     except WebSocketDisconnect as exc:
-        log.info("Caller hung up before the call started (%s)", _describe_close(exc.code))
+        _log_closed(exc.code, started=False)
     except _CloseStream as exc:
         log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
@@ -219,6 +291,14 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
 def _describe_close(code: int) -> str:
     meaning = _CLOSE_MEANING.get(code)
     return f"code {code}: {meaning}" if meaning else f"code {code}"
+
+
+def _log_closed(code: int, *, started: bool) -> None:
+    when = "" if started else " before the call started"
+    if code in (1007, 1009):  # the WebSocket layer refused a frame and closed the stream
+        log.warning("Stream closed by the server%s (%s)", when, _describe_close(code))
+    else:
+        log.info("Caller hung up%s (%s)", when, _describe_close(code))
 
 
 async def _read_metadata(
@@ -295,7 +375,7 @@ async def _audio_frames(
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             outbound.closed = True
-            log.info("Caller hung up (%s)", _describe_close(message.get("code", 1000)))
+            _log_closed(message.get("code", 1000), started=True)
             return
         try:
             _check_size(message, max_frame_bytes)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
+from config.logs import CallContextFilter
 from config.settings import Settings
 from server.application import create_app
 from server.state import AppState
-from testkit import AppServer, FakeProviders
+from testkit import DEFAULT_KEYS, AppServer, FakeProviders
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -69,3 +78,164 @@ async def start_server(fakes: FakeProviders) -> AsyncIterator[StartServer]:
     yield start
     for server in reversed(servers):
         await server.stop()
+
+
+# --- no configured secret in any log line of the whole run ------------------------------
+
+# Every value any app masked during the run (config.logs learns them from settings),
+# plus the keys the fakes are started with: none may appear in a captured log line.
+_SECRETS: set[str] = {DEFAULT_KEYS["deepgram"], DEFAULT_KEYS["openai"], DEFAULT_KEYS["cartesia"]}
+_OUTPUTS: list[str] = []  # output of server processes started by tests
+
+
+def register_secret(*values: str) -> None:
+    """Also scan for these (e.g. a token a test configures outside the app)."""
+    _SECRETS.update(v for v in values if len(v) >= 4)
+
+
+def record_output(text: str) -> None:
+    """Scan this text (a server process's log output) at the end of the run as well."""
+    _OUTPUTS.append(text)
+
+
+class _CaptureAll(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))  # the exception trace too, as printed
+
+
+def find_leaks(texts: Iterable[str], secrets: Iterable[str]) -> list[str]:
+    """One description per (secret, line) hit, with the secret itself masked."""
+    leaks = []
+    for text in texts:
+        for line in text.splitlines():
+            for secret in secrets:
+                if secret in line:
+                    shown = line.replace(secret, f"<{secret[:3]}…>")[:300]
+                    leaks.append(f"secret <{secret[:3]}…> in: {shown}")
+    return leaks
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs() -> Iterator[None]:
+    """Capture every log record of the run on the root logger; fail if a secret shows."""
+    original = CallContextFilter.set_secrets
+
+    def learn(self: CallContextFilter, secrets: Iterable[str]) -> None:
+        values = list(secrets)
+        register_secret(*values)
+        original(self, values)
+
+    handler = _CaptureAll()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CallContextFilter, "set_secrets", learn)
+        yield
+    root.removeHandler(handler)
+    leaks = find_leaks([*handler.lines, *_OUTPUTS], sorted(_SECRETS))
+    if leaks:
+        pytest.fail(f"{len(leaks)} log lines carry a secret:\n" + "\n".join(leaks[:20]))
+
+
+# --- `voice-agent serve` as a real process ---------------------------------------------
+
+VOICE_AGENT = Path(sys.executable).with_name("voice-agent")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServeProcess:
+    """``voice-agent serve`` in a child process, its output in a file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log_path = log
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/voice"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_ready(self, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.http_url) as http:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"voice-agent serve exited:\n{self.output()}")
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"voice-agent serve not ready:\n{self.output()}")
+                await asyncio.sleep(0.05)
+
+    def send_signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    async def wait_exit(self, timeout_s: float) -> int:
+        async with asyncio.timeout(timeout_s):
+            return await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        record_output(self.output())
+
+
+StartServeProcess = Callable[..., Any]
+
+
+@pytest.fixture
+async def start_serve_process(
+    fakes: FakeProviders, tmp_path: Path
+) -> AsyncIterator[StartServeProcess]:
+    """``await start_serve_process(MAX_CALLS="2", ...)``: a ready ServeProcess on the fakes."""
+    processes: list[ServeProcess] = []
+    logs: list[IO[bytes]] = []
+
+    async def start(**env_overrides: str) -> ServeProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+        env.update(fakes.env())
+        env.update({"LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", **env_overrides})
+        log_path = tmp_path / f"serve-{port}.log"
+        log_file = log_path.open("wb")
+        logs.append(log_file)
+        proc = await asyncio.create_subprocess_exec(
+            str(VOICE_AGENT),
+            *("serve", "--host", "127.0.0.1", "--port", str(port)),
+            env=env,
+            cwd=tmp_path,  # no developer .env file is read
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        server = ServeProcess(proc, port, log_path)
+        processes.append(server)
+        await server.wait_ready()
+        return server
+
+    yield start
+    for server in processes:
+        await server.stop()
+    for log_file in logs:
+        log_file.close()
