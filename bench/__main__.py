@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--log-level", default="INFO")
         sp.add_argument("--label", default="")
         sp.add_argument("--server-root", default="", help="serve from another source tree")
+        sp.add_argument("--nice", type=int, default=0, help="niceness of the three processes")
     sub.add_parser("report", help="rewrite docs/PERFORMANCE.md tables and the plot")
+    sub.add_parser("rejoin", help="recompute every result's figures from its saved logs")
     return p
 
 
@@ -44,19 +46,54 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_report()
         return 0
+    if args.command == "rejoin":
+        from .run import RESULTS, rejoin
+
+        for path in sorted(RESULTS.glob("*.json")):
+            print(path.name, "rejoined" if rejoin(path) else "no logs")
+        return 0
     fast = not args.asyncio
     if args.command == "smoke":
-        cfgs = [RunConfig(calls=2, seconds=18, ramp=1, fast_loop=fast, label=args.label or "smoke",
-                          log_level=args.log_level, barge_every=2, server_root=args.server_root)]  # fmt: skip
+        cfgs = [
+            RunConfig(
+                calls=2,
+                seconds=18,
+                ramp=1,
+                fast_loop=fast,
+                label=args.label or "smoke",
+                log_level=args.log_level,
+                barge_every=2,
+                server_root=args.server_root,
+                nice=args.nice,
+            )
+        ]
     elif args.command == "soak":
-        cfgs = [RunConfig(calls=args.calls, seconds=args.minutes * 60, ramp=10, call_seconds=60,
-                          fast_loop=fast, label=args.label or "soak", log_level=args.log_level,
-                          server_root=args.server_root)]  # fmt: skip
+        cfgs = [
+            RunConfig(
+                calls=args.calls,
+                seconds=args.minutes * 60,
+                ramp=10,
+                call_seconds=60,
+                fast_loop=fast,
+                label=args.label or "soak",
+                log_level=args.log_level,
+                server_root=args.server_root,
+                nice=args.nice,
+            )
+        ]
     else:
         cfgs = [
-            RunConfig(calls=n, seconds=args.duration, ramp=args.ramp or max(2.0, n / 20),
-                      fast_loop=fast, log_level=args.log_level, label=args.label or "load",
-                      profile_s=args.profile, server_root=args.server_root)  # fmt: skip
+            RunConfig(
+                calls=n,
+                seconds=args.duration,
+                ramp=args.ramp or max(2.0, n / 20),
+                fast_loop=fast,
+                log_level=args.log_level,
+                label=args.label or "load",
+                profile_s=args.profile,
+                server_root=args.server_root,
+                nice=args.nice,
+            )
             for n in (int(x) for x in args.calls.split(","))
         ]
     for cfg in cfgs:

@@ -19,9 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.simulator import CallEnded, ReceivedEvent, StreamNodeClient, load_caller_audio
-
-from .line import Line
+from server.simulator import (
+    CallEnded,
+    CallerLine,
+    ReceivedEvent,
+    StreamNodeClient,
+    load_caller_audio,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SAMPLE_RATE = 16000
@@ -84,13 +88,17 @@ async def one_call(
     record = CallRecord(slot=slot, index=index, started_at=time.monotonic())
     watch = _PlayWatch(record)
     node = StreamNodeClient(sample_rate=SAMPLE_RATE, keep_audio=False, on_event=watch)
-    line = Line(node, SAMPLE_RATE)
+    line = CallerLine(node, SAMPLE_RATE)
     deadline = record.started_at + seconds
     try:
         await node.connect(url)
         record.metadata_sent_at = await node.send_metadata(
-            {"callid": f"bench-{slot}-{index}", "virtual_number": "+910000000000",
-             "customer_number": f"+91{slot:010d}", "call_type": "inbound"}
+            {
+                "callid": f"bench-{slot}-{index}",
+                "virtual_number": "+910000000000",
+                "customer_number": f"+91{slot:010d}",
+                "call_type": "inbound",
+            }
         )
         line.start()
         greeting = await node.wait_for("playAudio", timeout=REPLY_TIMEOUT_S)
@@ -148,7 +156,12 @@ async def _quiet(node: StreamNodeClient, rng: random.Random) -> None:
 
 
 async def slot_loop(
-    url: str, slot: int, start_at: float, until: float, call_s: float, speech: dict[str, bytes],
+    url: str,
+    slot: int,
+    start_at: float,
+    until: float,
+    call_s: float,
+    speech: dict[str, bytes],
     barge_every: int,
 ) -> list[CallRecord]:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
@@ -162,6 +175,14 @@ async def slot_loop(
         index += 1
 
 
+async def _watch_lag(samples: list[float], period_s: float = 0.05) -> None:
+    """This process's own event-loop lag: late receive times inflate every figure."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(period_s)
+        samples.append((time.monotonic() - started - period_s) * 1000)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     speech = {
         "turn": load_caller_audio(FIXTURES / args.turn_wav, SAMPLE_RATE)[0],
@@ -171,13 +192,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     until = began + args.ramp + args.seconds
     step = args.ramp / max(1, args.calls)
     slots = [
-        slot_loop(args.url, i, began + i * step, until, args.call_seconds or args.seconds,
-                  speech, args.barge_every)
+        slot_loop(
+            args.url,
+            i,
+            began + i * step,
+            until,
+            args.call_seconds or args.seconds,
+            speech,
+            args.barge_every,
+        )
         for i in range(args.calls)
     ]
+    lag: list[float] = []
+    watcher = asyncio.create_task(_watch_lag(lag))
     results = await asyncio.gather(*slots)
+    watcher.cancel()
     calls = [asdict(r) for records in results for r in records]
-    return {"began": began, "ended": time.monotonic(), "calls": calls}
+    return {"began": began, "ended": time.monotonic(), "calls": calls, "loop_lag_ms": lag}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -71,16 +71,29 @@ def llm_sentence_one_ms(user_text: str, lat: Latencies) -> float:
     return lat.llm_first_token_ms + (n - 1) * lat.llm_per_token_ms
 
 
-def _cost(call: dict[str, Any], conn: SttConn) -> float:
+def _cost(call: dict[str, Any], conn: SttConn, endpointing_s: float) -> float:
+    """How far this connection's finals sit from where the call's utterances put them.
+
+    The right connection has a ``speech_final`` about ``endpointing_s`` after each
+    utterance ends (plus the forwarding delay); a wrong one has them anywhere, so the
+    distance to the *expected* time is used, not merely "the next final after".
+    """
     total, n = 0.0, 0
     for turn in call["turns"]:
-        i = conn.final_after(turn["speech_end"])
-        total += MAX_ENDPOINT_S if i is None else conn.finals[i] - turn["speech_end"]
+        end = float(turn["speech_end"])
+        expected = end + endpointing_s
+        i = bisect.bisect_left(conn.finals, expected)
+        near = [conn.finals[j] for j in (i - 1, i) if 0 <= j < len(conn.finals)]
+        near = [f for f in near if f >= end]
+        total += min((abs(f - expected) for f in near), default=MAX_ENDPOINT_S)
         n += 1
-    return total / n if n else MAX_ENDPOINT_S
+    opened = abs(conn.opened_at - float(call["metadata_sent_at"]))
+    return (total / n if n else MAX_ENDPOINT_S) + 0.1 * opened
 
 
-def match(calls: list[dict[str, Any]], conns: list[SttConn]) -> dict[int, SttConn]:
+def match(
+    calls: list[dict[str, Any]], conns: list[SttConn], endpointing_s: float = 0.3
+) -> dict[int, SttConn]:
     """call index -> its STT connection (calls with no utterance are left out)."""
     by_open = sorted(range(len(conns)), key=lambda j: conns[j].opened_at)
     opens = [conns[j].opened_at for j in by_open]
@@ -92,7 +105,7 @@ def match(calls: list[dict[str, Any]], conns: list[SttConn]) -> dict[int, SttCon
         lo = bisect.bisect_left(opens, sent - 0.5)
         hi = bisect.bisect_right(opens, sent + 5.0)
         for j in by_open[lo:hi]:
-            pairs.append((_cost(call, conns[j]), ci, j))
+            pairs.append((_cost(call, conns[j], endpointing_s), ci, j))
     pairs.sort()
     out: dict[int, SttConn] = {}
     used: set[int] = set()
@@ -109,7 +122,7 @@ def figures(
 ) -> dict[str, list[float]]:
     """Raw samples (ms) of each figure over all calls."""
     conns = [SttConn.from_json(raw) for raw in timeline]
-    matched = match(calls, conns)
+    matched = match(calls, conns, lat.stt_endpointing_ms / 1000)
     out: dict[str, list[float]] = {
         "greeting_ms": [],
         "turn_overhead_ms": [],
@@ -121,7 +134,9 @@ def figures(
     }
     for ci, call in enumerate(calls):
         if call["greeting_first_play"] is not None and call["metadata_sent_at"] is not None:
-            out["greeting_ms"].append((call["greeting_first_play"] - call["metadata_sent_at"]) * 1e3)
+            out["greeting_ms"].append(
+                (call["greeting_first_play"] - call["metadata_sent_at"]) * 1e3
+            )
         conn = matched.get(ci)
         for turn in call["turns"]:
             if turn["first_play"] is None:

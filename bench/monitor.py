@@ -43,13 +43,18 @@ class ProcessWatch:
 class Monitor:
     """Samples each watched process every ``period_s`` and probes /health every 100 ms."""
 
-    def __init__(self, pids: dict[str, int], health_url: str, period_s: float = 1.0) -> None:
+    def __init__(
+        self, pids: dict[str, int], health_url: str, fakes_url: str, period_s: float = 1.0
+    ) -> None:
         self.watches = {name: ProcessWatch(pid) for name, pid in pids.items()}
         self.health_url = health_url
         self.period_s = period_s
         self.health_ms: list[tuple[float, float]] = []  # (t, latency ms)
         self.health_failures = 0
+        self.fakes_url = fakes_url
+        self.fakes_ms: list[tuple[float, float]] = []  # the fakes' loop, probed the same way
         self.active_calls: list[tuple[float, int]] = []
+        self.host_busy: list[tuple[float, float]] = []  # (t, cumulative busy CPU seconds)
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._sample_loop, daemon=True),
@@ -74,6 +79,15 @@ class Monitor:
         while not self._stop.wait(self.period_s):
             for w in self.watches.values():
                 w.sample()
+            times = psutil.cpu_times()
+            self.host_busy.append((time.monotonic(), times.user + times.system + times.nice))
+
+    def host_cpu_percent(self, t0: float, t1: float) -> float | None:
+        """Whole-machine busy CPU (percent of one core) between t0 and t1."""
+        inside = [(t, busy) for t, busy in self.host_busy if t0 <= t <= t1]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
     def _probe_loop(self) -> None:
         with httpx.Client(timeout=5.0) as client:
@@ -86,6 +100,12 @@ class Monitor:
                     self.active_calls.append((started, int(r.json().get("active_calls", 0))))
                 except (httpx.HTTPError, ValueError):
                     self.health_failures += 1
+                started = time.monotonic()
+                try:
+                    client.get(self.fakes_url)
+                    self.fakes_ms.append((started, (time.monotonic() - started) * 1000))
+                except httpx.HTTPError:
+                    pass
 
     def window(self, name: str, t0: float, t1: float) -> tuple[float, float, float]:
         """(cpu seconds, peak RSS MB, wall seconds) of ``name`` between t0 and t1."""

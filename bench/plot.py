@@ -8,13 +8,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for label, runs in results.items():
-        if label == "smoke":
+        if len(runs) < 3:
             continue
         ns = sorted(runs)
         p50 = [runs[n]["figures_ms"]["turn_overhead_ms"]["p50"] for n in ns]
@@ -24,10 +24,19 @@ def plot(results: dict[str, dict[int, dict[str, Any]]], out: Path) -> None:
         cpu = [runs[n]["server"]["cpu_s_per_call_minute"] for n in ns]
         ax2.plot(ns, cpu, "o-", label=label)
     ax1.axhline(20, color="grey", lw=0.8, ls=":")
-    ax1.set(xscale="log", xlabel="concurrent calls", ylabel="turn overhead (ms)",
-            title="Server's share of each turn")  # fmt: skip
-    ax2.set(xscale="log", xlabel="concurrent calls", ylabel="server CPU s per call-minute",
-            title="CPU per call (one server process)")  # fmt: skip
+    ax1.set(
+        yscale="log",
+        xscale="log",
+        xlabel="concurrent calls",
+        ylabel="turn overhead (ms)",
+        title="Server's share of each turn",
+    )
+    ax2.set(
+        xscale="log",
+        xlabel="concurrent calls",
+        ylabel="server CPU s per call-minute",
+        title="CPU per call (one server process)",
+    )
     ax2.set_ylim(bottom=0)
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)

@@ -69,14 +69,23 @@ def managed(
 def fakes(lat: Latencies, log: Path, max_records: int) -> Iterator[tuple[int, dict[str, str]]]:
     """``python -m testkit serve`` with the scripted latencies; yields (pid, env)."""
     argv = [
-        PYTHON, "-m", "testkit", "serve",
-        "--llm-first-token-ms", str(lat.llm_first_token_ms),
-        "--llm-per-token-ms", str(lat.llm_per_token_ms),
-        "--tts-first-audio-ms", str(lat.tts_first_audio_ms),
-        "--tts-realtime-factor", str(lat.tts_realtime_factor),
-        "--stt-endpointing-ms", str(lat.stt_endpointing_ms),
-        "--max-records", str(max_records),
-    ]  # fmt: skip
+        PYTHON,
+        "-m",
+        "testkit",
+        "serve",
+        "--llm-first-token-ms",
+        str(lat.llm_first_token_ms),
+        "--llm-per-token-ms",
+        str(lat.llm_per_token_ms),
+        "--tts-first-audio-ms",
+        str(lat.tts_first_audio_ms),
+        "--tts-realtime-factor",
+        str(lat.tts_realtime_factor),
+        "--stt-endpointing-ms",
+        str(lat.stt_endpointing_ms),
+        "--max-records",
+        str(max_records),
+    ]
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=log.open("wb")
     )
@@ -102,9 +111,18 @@ def server(
     ``sys.path``): point it at a patched copy to measure a change before it lands.
     """
     argv = [
-        PYTHON, "-m", "uvicorn", "server:app", "--host", "127.0.0.1", "--port", str(port),
-        "--no-access-log", "--ws", "websockets-sansio",
-    ]  # fmt: skip
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "server:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--ws",
+        "websockets-sansio",
+    ]
     argv += ["--loop", "uvloop", "--http", "httptools"] if fast_loop else ["--loop", "asyncio"]
     with managed(argv, {**os.environ, **env}, log, cwd=root) as proc:
         yield proc

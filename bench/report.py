@@ -8,13 +8,15 @@ written by hand.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .run import RESULTS
 
 DOC = RESULTS.parent.parent / "docs" / "PERFORMANCE.md"
+SWEEP_MIN = 3  # a label with runs at this many call counts gets a table
 START, END = "<!-- bench:tables -->", "<!-- /bench:tables -->"
+SOAK_START, SOAK_END = "<!-- bench:soak -->", "<!-- /bench:soak -->"
 FIGURES = (
     ("turn_overhead_ms", "turn overhead"),
     ("greeting_ms", "greeting (cached)"),
@@ -40,62 +42,112 @@ def _ms(s: dict[str, Any]) -> str:
     return f"{s['p50']:.1f} / {s['p95']:.1f} / {s['p99']:.1f}"
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    server = r["server"]
+    return str(server.get("cpu_percent_steady") or server["cpu_percent"])
+
+
+def _others(r: dict[str, Any]) -> str:
+    return f"{r['others']['fakes']['cpu_percent']} / {r['others']['callers']['cpu_percent']}"
+
+
+def _samples(r: dict[str, Any]) -> str:
+    figures = r["figures_ms"]
+    return f"{figures['turn_overhead_ms']['n']} / {figures['barge_in_from_words_ms']['n']}"
+
+
+ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
+    ("samples: turns / barge-ins", _samples),
+    ("greeting, cold first call", lambda r: str(r["greeting_cold_ms"])),
+    ("loop lag probe (/health)", lambda r: _ms(r["server"]["loop_lag_probe_ms"])),
+    ("failed calls / total", lambda r: f"{r['calls']['failed']} / {r['calls']['total']}"),
+    ("late playAudio chunks", lambda r: str(r["calls"]["late_plays"])),
+    ("server CPU % of one core (steady)", _cpu),
+    ("server CPU s per call-minute", lambda r: str(r["server"]["cpu_s_per_call_minute"])),
+    (
+        "server RSS idle → peak (MB)",
+        lambda r: f"{r['server']['rss_idle_mb']} → {r['server']['rss_peak_mb']}",
+    ),
+    ("RSS per call (MB)", lambda r: str(r["server"]["rss_per_call_mb"])),
+    ("fakes / callers CPU %", _others),
+    (
+        "whole box CPU % (of 200; others' work too)",
+        lambda r: str(r["others"].get("host_cpu_percent")),
+    ),
+)
+
+
 def table(runs: dict[int, dict[str, Any]]) -> str:
     ns = sorted(runs)
-    head = "| figure (ms, p50 / p95 / p99) | " + " | ".join(f"N={n}" for n in ns) + " |"
-    rows = [head, "|---" * (len(ns) + 1) + "|"]
+    rows = [
+        "| figure (ms: p50 / p95 / p99) | " + " | ".join(f"N={n}" for n in ns) + " |",
+        "|---" * (len(ns) + 1) + "|",
+    ]
     for key, title in FIGURES:
-        rows.append(f"| {title} | " + " | ".join(_ms(runs[n]["figures_ms"][key]) for n in ns) + " |")
-    rows.append("| samples: turns / barge-ins | " + " | ".join(
-        f"{runs[n]['figures_ms']['turn_overhead_ms']['n']} / "
-        f"{runs[n]['figures_ms']['barge_in_from_words_ms']['n']}" for n in ns) + " |")  # fmt: skip
-    rows.append("| greeting, cold first call | " + " | ".join(
-        f"{runs[n]['greeting_cold_ms']}" for n in ns) + " |")  # fmt: skip
-    rows.append("| loop lag probe (/health) | " + " | ".join(
-        _ms(runs[n]["server"]["loop_lag_probe_ms"]) for n in ns) + " |")  # fmt: skip
-    rows.append("| failed calls / total | " + " | ".join(
-        f"{runs[n]['calls']['failed']} / {runs[n]['calls']['total']}" for n in ns) + " |")  # fmt: skip
-    rows.append("| late playAudio chunks | " + " | ".join(
-        str(runs[n]["calls"]["late_plays"]) for n in ns) + " |")  # fmt: skip
-    rows.append("| server CPU % (of one core) | " + " | ".join(
-        str(runs[n]["server"]["cpu_percent"]) for n in ns) + " |")  # fmt: skip
-    rows.append("| server CPU s per call-minute | " + " | ".join(
-        str(runs[n]["server"]["cpu_s_per_call_minute"]) for n in ns) + " |")  # fmt: skip
-    rows.append("| server RSS idle → peak (MB) | " + " | ".join(
-        f"{runs[n]['server']['rss_idle_mb']} → {runs[n]['server']['rss_peak_mb']}"
-        for n in ns) + " |")  # fmt: skip
-    rows.append("| RSS per call (MB) | " + " | ".join(
-        str(runs[n]["server"]["rss_per_call_mb"]) for n in ns) + " |")  # fmt: skip
-    rows.append("| fakes / callers CPU % | " + " | ".join(
-        f"{runs[n]['others']['fakes']['cpu_percent']} / {runs[n]['others']['callers']['cpu_percent']}"
-        for n in ns) + " |")  # fmt: skip
+        cells = [_ms(runs[n]["figures_ms"][key]) for n in ns]
+        rows.append(f"| {title} | " + " | ".join(cells) + " |")
+    for title, cell in ROWS:
+        rows.append(f"| {title} | " + " | ".join(cell(runs[n]) for n in ns) + " |")
     return "\n".join(rows)
 
 
 def tables_markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
     parts = [START]
     for label, runs in results.items():
-        if label == "smoke":
-            continue
+        if len(runs) < SWEEP_MIN:
+            continue  # A/B pairs and smoke runs are discussed by hand
         first = runs[min(runs)]
         cfg = first["config"]
         loop = "uvloop + httptools" if cfg["fast_loop"] else "asyncio + h11"
+        names = ", ".join(runs[n]["name"] for n in sorted(runs))
         parts.append(
             f"\n#### `{label}` — {loop}, log level {cfg['log_level']}, "
-            f"{cfg['seconds']:.0f} s per call, runs {', '.join(runs[n]['name'] for n in sorted(runs))}\n"
+            f"{cfg['seconds']:.0f} s per call; runs {names}\n"
         )
         parts.append(table(runs))
     parts.append(END)
     return "\n".join(parts)
 
 
+def soak_markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Server RSS at each whole minute of the latest soak run."""
+    runs = results.get("soak")
+    if not runs:
+        return f"{SOAK_START}\n(no soak run yet)\n{SOAK_END}"
+    result = runs[max(runs)]
+    series = result["server"]["series_t_rss_mb_cpu_s"]
+    minutes: dict[int, tuple[float, float]] = {}
+    for t, rss, cpu in series:
+        if t >= 0:
+            minutes.setdefault(int(t // 60), (rss, cpu))
+    rows = [
+        f"{SOAK_START}",
+        f"Run `{result['name']}`: {result['calls']['concurrent']} concurrent calls of 60 s, "
+        f"back to back, {result['calls']['total']} calls "
+        f"({result['calls']['failed']} failed), server CPU "
+        f"{result['server']['cpu_s_per_call_minute']} s per call-minute.\n",
+        "| minute | " + " | ".join(str(m) for m in sorted(minutes)) + " |",
+        "|---" * (len(minutes) + 1) + "|",
+        "| server RSS (MB) | " + " | ".join(f"{minutes[m][0]:.1f}" for m in sorted(minutes)) + " |",
+        SOAK_END,
+    ]
+    return "\n".join(rows)
+
+
+def _replace(text: str, start: str, end: str, block: str) -> str:
+    if start not in text:
+        return text.rstrip() + f"\n\n{block}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return head + block + tail
+
+
 def write_report() -> None:
     from .plot import plot
 
     results = load_results()
-    block = tables_markdown(results)
-    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    DOC.write_text(head + block + tail)
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    text = _replace(text, START, END, tables_markdown(results))
+    text = _replace(text, SOAK_START, SOAK_END, soak_markdown(results))
+    DOC.write_text(text)
     plot(results, DOC.with_name("performance.png"))

@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,9 @@ class RunConfig:
     barge_every: int = 3
     profile_s: float = 0.0  # py-spy the server for this long in the middle of the run
     label: str = ""
+    nice: int = 0  # applied to the three processes (e.g. -5 on a box shared with other work)
     server_root: str = ""  # another source tree for the server (A/B a patch); "" = this one
-    latencies: procs.Latencies = procs.Latencies()
+    latencies: procs.Latencies = field(default_factory=procs.Latencies)
 
 
 def machine() -> dict[str, Any]:
@@ -87,8 +88,21 @@ def _wait_cached(port: int, timeout_s: float = 15.0) -> int:
 
 def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     py_spy = Path(sys.executable).with_name("py-spy")
-    argv = [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-            "--format", "raw", "--nonblocking", "--rate", "100", "-o", str(out)]  # fmt: skip
+    argv = [
+        str(py_spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(int(seconds)),
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--rate",
+        "100",
+        "-o",
+        str(out),
+    ]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -101,23 +115,45 @@ def run_once(cfg: RunConfig) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{port}/voice"
     max_records = max(500, cfg.calls * (4 if cfg.call_seconds else 2) * 4)
     with procs.fakes(cfg.latencies, logs / "fakes.log", max_records) as (fakes_pid, env):
-        server_env = {**env, "LOG_LEVEL": cfg.log_level}
+        # Admission control (MAX_CALLS) is the server's; the bench measures past it.
+        server_env = {**env, "LOG_LEVEL": cfg.log_level, "MAX_CALLS": str(4 * cfg.calls + 50)}
         root = Path(cfg.server_root) if cfg.server_root else procs.ROOT
         with procs.server(server_env, logs / "server.log", port, cfg.fast_loop, root) as server:
             procs.wait_healthy(port)
-            cached_at_cold = int(httpx.get(f"http://127.0.0.1:{port}/health").json()["cached_lines"])
+            cached_at_cold = int(
+                httpx.get(f"http://127.0.0.1:{port}/health").json()["cached_lines"]
+            )
             cold_ms = asyncio.run(_cold_call(url))
             _wait_cached(port)
             time.sleep(1.0)
             base = psutil.Process(server.pid).memory_info().rss / 2**20
             out = logs / "callers.json"
-            argv = [procs.PYTHON, "-m", "bench.callers", "--url", url,
-                    "--calls", str(cfg.calls), "--ramp", str(cfg.ramp),
-                    "--seconds", str(cfg.seconds), "--call-seconds", str(cfg.call_seconds),
-                    "--barge-every", str(cfg.barge_every), "--out", str(out)]  # fmt: skip
+            argv = [
+                procs.PYTHON,
+                "-m",
+                "bench.callers",
+                "--url",
+                url,
+                "--calls",
+                str(cfg.calls),
+                "--ramp",
+                str(cfg.ramp),
+                "--seconds",
+                str(cfg.seconds),
+                "--call-seconds",
+                str(cfg.call_seconds),
+                "--barge-every",
+                str(cfg.barge_every),
+                "--out",
+                str(out),
+            ]
             with procs.managed(argv, os.environ, logs / "callers.log") as callers:
                 pids = {"server": server.pid, "fakes": fakes_pid, "callers": callers.pid}
-                with Monitor(pids, f"http://127.0.0.1:{port}/health") as mon:
+                if cfg.nice:
+                    for pid in pids.values():
+                        psutil.Process(pid).nice(cfg.nice)
+                fakes_url = env["OPENAI_BASE_URL"].removesuffix("/v1") + "/_fake/timeline?limit=0"
+                with Monitor(pids, f"http://127.0.0.1:{port}/health", fakes_url) as mon:
                     prof = None
                     if cfg.profile_s:
                         time.sleep(cfg.ramp + 2)
@@ -130,15 +166,32 @@ def run_once(cfg: RunConfig) -> dict[str, Any]:
             raw = json.loads(out.read_text())
             timeline = httpx.get(
                 env["OPENAI_BASE_URL"].removesuffix("/v1") + "/_fake/timeline",
-                params={"limit": max_records}, timeout=60,
-            ).json()  # fmt: skip
+                params={"limit": max_records},
+                timeout=60,
+            ).json()
             (logs / "timeline.json").write_text(json.dumps(timeline))
     result = _result(cfg, raw, timeline["stt"], mon, base, cold_ms, cached_at_cold)
+    result["fakes_lag_ms"] = fakes_lag(timeline, cfg.latencies)
     result["name"] = name
     if cfg.profile_s:
         result["profile"] = str((logs / "profile.txt").relative_to(RESULTS.parent.parent))
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def fakes_lag(timeline: dict[str, Any], lat: procs.Latencies) -> dict[str, Any]:
+    """How late the fakes themselves were against their script (counted in the overhead)."""
+    llm = [
+        (r["first_byte_at"] - r["received_at"]) * 1000 - lat.llm_first_token_ms
+        for r in timeline["llm"]
+        if r["first_byte_at"] is not None
+    ]
+    tts = [
+        (r["first_chunk_at"] - r["received_at"]) * 1000 - lat.tts_first_audio_ms
+        for r in timeline["tts"]
+        if r["first_chunk_at"] is not None
+    ]
+    return {"llm_first_token": summary(llm), "tts_first_audio": summary(tts)}
 
 
 def _result(
@@ -159,12 +212,27 @@ def _result(
     call_minutes = sum((c["ended_at"] - c["started_at"]) for c in calls) / 60
     cpu_s, _, wall = mon.window("server", began, ended + 1)
     _, peak_rss, _ = mon.window("server", steady0, max(steady1, steady0 + 1))
-    lag = [ms for t, ms in mon.health_ms if steady0 <= t <= steady1] or [ms for _, ms in mon.health_ms]
-    others = {}
+    lag = [ms for t, ms in mon.health_ms if steady0 <= t <= steady1] or [
+        ms for _, ms in mon.health_ms
+    ]
+    others: dict[str, Any] = {}
+    host = mon.host_cpu_percent(began, ended)
+    others["host_cpu_percent"] = None if host is None else round(host, 1)
+    others["fakes_loop_lag_probe_ms"] = summary(
+        [ms for t, ms in mon.fakes_ms if steady0 <= t <= steady1]
+    )
+    others["callers_loop_lag_ms"] = summary(raw.get("loop_lag_ms", []))
     for name in ("fakes", "callers"):
         c, r, w = mon.window(name, began, ended)
-        others[name] = {"cpu_percent": round(100 * c / w, 1) if w else None, "peak_rss_mb": round(r, 1)}
-    rss_series = [(round(s.t - began, 1), round(s.rss_mb, 2)) for s in mon.watches["server"].samples]
+        others[name] = {
+            "cpu_percent": round(100 * c / w, 1) if w else None,
+            "peak_rss_mb": round(r, 1),
+        }
+    rss_series = [
+        (round(s.t - began, 1), round(s.rss_mb, 2), round(s.cpu_s, 2))
+        for s in mon.watches["server"].samples
+    ]
+    steady_cpu, _, steady_wall = mon.window("server", steady0, steady1)
     return {
         "config": {**asdict(cfg), "latencies": asdict(cfg.latencies)},
         "machine": machine(),
@@ -179,7 +247,9 @@ def _result(
             "late_plays": sum(c["late_plays"] for c in calls),
             "plays": sum(c["plays"] for c in calls),
             "problems": sum(len(c["problems"]) for c in calls),
-            "caller_max_send_lag_ms": round(max((c["max_send_lag_ms"] for c in calls), default=0), 1),
+            "caller_max_send_lag_ms": round(
+                max((c["max_send_lag_ms"] for c in calls), default=0), 1
+            ),
             "call_minutes": round(call_minutes, 2),
         },
         "greeting_cold_ms": None if cold_ms is None else round(cold_ms, 2),
@@ -188,6 +258,7 @@ def _result(
         "server": {
             "cpu_s": round(cpu_s, 2),
             "cpu_percent": round(100 * cpu_s / wall, 1) if wall else None,
+            "cpu_percent_steady": round(100 * steady_cpu / steady_wall, 1) if steady_wall else None,
             "cpu_s_per_call_minute": round(cpu_s / call_minutes, 4) if call_minutes else None,
             "rss_idle_mb": round(base_rss, 1),
             "rss_peak_mb": round(peak_rss, 1),
@@ -195,7 +266,24 @@ def _result(
             "loop_lag_probe_ms": summary(lag),
             "loop_lag_probe_p999_ms": percentile(lag, 99.9),
             "health_failures": mon.health_failures,
-            "rss_series": rss_series,
+            "series_t_rss_mb_cpu_s": rss_series,
         },
         "others": others,
     }
+
+
+def rejoin(path: Path) -> bool:
+    """Recompute a result's figures from its saved logs (after a fix to the join)."""
+    result = json.loads(path.read_text())
+    logs = RESULTS / "logs" / result["name"]
+    if not (logs / "callers.json").exists() or not (logs / "timeline.json").exists():
+        return False
+    calls = json.loads((logs / "callers.json").read_text())["calls"]
+    timeline = json.loads((logs / "timeline.json").read_text())
+    lat = procs.Latencies(**result["config"]["latencies"])
+    samples = figures(calls, timeline["stt"], lat)
+    result["calls"]["matched_to_stt"] = int(samples.pop("_matched_calls")[0])
+    result["figures_ms"] = {k: summary(v) for k, v in samples.items()}
+    result["fakes_lag_ms"] = fakes_lag(timeline, lat)
+    path.write_text(json.dumps(result, indent=1))
+    return True

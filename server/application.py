@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from config.settings import Settings, get_settings
 from kpi.routes import build_router
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
@@ -55,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
+        else:
+            state.greeting_warmed.set()  # nothing to warm: ready at once
+        state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
         _announce_stream_security(settings)
         if state.lifecycle.install_signal_handlers(settings.drain_seconds):
             log.info(
@@ -82,15 +88,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
+            "loop_lag_ms": _lag_summary(state.loop_lag_ms),
         }
 
     @app.get("/ready")
     async def ready(request: Request) -> JSONResponse:
-        """For load balancers and Kubernetes: 503 while draining or at MAX_CALLS."""
+        """For load balancers and Kubernetes: 503 while warming, draining or at MAX_CALLS."""
         state: AppState = request.app.state.voice
         calls = state.lifecycle.calls.connections
         if state.lifecycle.draining:
             status = "draining"
+        elif not state.greeting_warmed.is_set():
+            status = "warming"  # the first calls would pay a TTS round trip for the greeting
         elif calls >= settings.max_calls:
             status = "full"
         else:
@@ -139,18 +148,44 @@ def _announce_stream_security(settings: Settings) -> None:
 
 
 async def _warm(state: AppState) -> None:
+    """Cache the fixed lines: the greeting at the default rate first, since calls wait on it."""
     tts = state.providers.tts
     assert tts is not None
     started = time.monotonic()
+    cache = state.providers.cache
+    try:
+        await cache.warm(tts, state.agent.greeting, state.settings.sample_rate)
+    except ProviderError as exc:
+        log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
+    finally:
+        state.greeting_warmed.set()
     rates = sorted({state.settings.sample_rate, 8000, 16000})
-    await warm_lines(state.providers.cache, tts, state.agent.fixed_lines(), rates)
-    log.info(
-        "Cached %d fixed lines in %.0f ms",
-        len(state.providers.cache),
-        (time.monotonic() - started) * 1000,
-    )
+    await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
+    log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 
 
 @lru_cache(maxsize=1)
 def get_app() -> FastAPI:
     return create_app()
+
+
+LAG_PERIOD_S = 0.1
+
+
+async def _watch_loop_lag(samples: collections.deque[float]) -> None:
+    """How late the event loop wakes a 100 ms sleep: the delay every callback sees."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(LAG_PERIOD_S)
+        samples.append((time.monotonic() - started - LAG_PERIOD_S) * 1000)
+
+
+def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:
+    ordered = sorted(samples)  # the last 600 samples: one minute
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None}
+    return {
+        "p50": round(ordered[len(ordered) // 2], 2),
+        "p99": round(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)], 2),
+        "max": round(ordered[-1], 2),
+    }

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -24,9 +27,14 @@ class AppState:
     registry: CallRegistry = field(default_factory=CallRegistry)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
+    greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
+    # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
+    loop_lag_ms: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=600)
+    )
 
-    def spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

@@ -73,7 +73,10 @@ async def start_server(fakes: FakeProviders) -> AsyncIterator[StartServer]:
         server = AppServer(app, lifespan="on", ws="websockets-sansio")
         await server.start()
         servers.append(server)
-        return VoiceServer(app, server)
+        voice = VoiceServer(app, server)
+        # Like a load balancer, wait for /ready (the greeting is cached) before calling.
+        await asyncio.wait_for(voice.state.greeting_warmed.wait(), 10)
+        return voice
 
     yield start
     for server in reversed(servers):

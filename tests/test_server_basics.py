@@ -8,9 +8,10 @@ import logging
 import httpx
 import pytest
 
+from server.application import create_app
 from server.simulator import StreamNodeClient
-from testkit import DEFAULT_KEYS, FakeProviders
-from tests.conftest import StartServer
+from testkit import DEFAULT_KEYS, AppServer, FakeProviders
+from tests.conftest import StartServer, make_settings
 
 
 async def test_health_reports_providers_without_keys(start_server: StartServer) -> None:
@@ -54,3 +55,19 @@ async def test_call_without_keys_is_logged_and_handed_back(
     assert plays, "the caller hears the apology before the IVR takes over"
     messages = [r.getMessage() for r in caplog.records]
     assert any("DEEPGRAM_API_KEY" in m and "OPENAI_API_KEY" in m for m in messages)
+
+
+async def test_ready_waits_for_the_cached_greeting(fakes: FakeProviders) -> None:
+    fakes.cartesia.first_audio_ms = 400  # a slow TTS at start-up: readiness must wait for it
+    app = create_app(make_settings(fakes.env(), greeting="Welcome to the bank."))
+    async with (
+        AppServer(app, lifespan="on", ws="websockets-sansio") as server,
+        httpx.AsyncClient(base_url=server.base_url) as client,
+    ):
+        first = await client.get("/ready")
+        await asyncio.wait_for(app.state.voice.greeting_warmed.wait(), 10)
+        second = await client.get("/ready")
+        health = (await client.get("/health")).json()
+    assert (first.status_code, first.json()["status"]) == (503, "warming")
+    assert (second.status_code, second.json()["status"]) == (200, "ready")
+    assert set(health["loop_lag_ms"]) == {"p50", "p99", "max"}

@@ -38,15 +38,21 @@ log = get_logger("DEEPGRAM")
 
 _PROVIDER = "deepgram"
 SPEECH_RMS = 500.0  # int16 RMS (~-36 dBFS): above line noise, below any spoken word
+SEND_BATCH_MS = 40  # audio per message to Deepgram (the caller's frames are 20 ms)
+FLUSH_AFTER_S = 0.1  # a partial batch goes out anyway after this (caller audio paused)
 MIN_UNANSWERED_SPEECH_S = 0.5  # a cough or click alone does not arm the stall check
+
+
+_SPEECH_ENERGY = SPEECH_RMS * SPEECH_RMS
 
 
 def is_speech(pcm: bytes) -> bool:
     """Whether a frame is loud enough that a live recogniser must react to it."""
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-    if samples.size == 0:
+    n = len(pcm) // 2
+    if n == 0:
         return False
-    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) >= SPEECH_RMS
+    samples = np.frombuffer(pcm, dtype="<i2", count=n).astype(np.float32)
+    return float(np.dot(samples, samples)) >= _SPEECH_ENERGY * n  # RMS², no sqrt: 2x faster
 
 
 def environment_for(base_url: str) -> DeepgramClientEnvironment:
@@ -194,6 +200,10 @@ class DeepgramStream:
         )
         self._down_since: float | None = None  # first failure since the last message
         self._bytes_per_s = sample_rate * 2
+        self._last_sent = time.monotonic()
+        self._flush_due = False  # set by the stall watch: keepalive or stale partial batch
+        # Frames go to Deepgram in batches: half the sends (and wakeups) of 20 ms frames.
+        self._batch_bytes = sample_rate * 2 * SEND_BATCH_MS // 1000
         self.connections = 0
         self.stalls = 0
         self.failure: ProviderError | None = None
@@ -243,7 +253,8 @@ class DeepgramStream:
             old = self._pending.popleft()
             self._pending_bytes -= len(old)
             self._dropped_bytes += len(old)
-        self._wakeup.set()
+        if self._pending_bytes >= self._batch_bytes:
+            self._wakeup.set()
 
     async def events(self) -> AsyncIterator[STTEvent]:
         while True:
@@ -359,6 +370,12 @@ class DeepgramStream:
         while True:
             due = self._unanswered.stalled_at(stall_s)
             now = time.monotonic()
+            idle = now - self._last_sent
+            if not self._flush_due and (
+                idle >= self._provider.keepalive_s or (self._pending and idle >= FLUSH_AFTER_S)
+            ):
+                self._flush_due = True
+                self._wakeup.set()
             if due is not None and now >= due and not self._closing:
                 self.stalls += 1
                 return f"no message for {stall_s:g} s while the caller spoke (stalled)"
@@ -399,29 +416,34 @@ class DeepgramStream:
             raise _Reconnect(f"closed {code} {reason}".strip()) from exc
 
     async def _send_loop(self, connection: Any) -> None:
+        # No timer per frame: the stall watch (awake every 100 ms anyway) sets _flush_due.
         keepalive_s = self._provider.keepalive_s
-        last_sent = time.monotonic()
+        self._last_sent = time.monotonic()
+        pending = self._pending
         while True:
-            if not self._pending and not self._closing:
+            batch_short = self._pending_bytes < self._batch_bytes
+            if batch_short and not self._closing and not self._flush_due:
                 self._wakeup.clear()
-                timeout = max(0.0, keepalive_s - (time.monotonic() - last_sent))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
-            while self._pending:
-                frame = self._pending[0]
+                await self._wakeup.wait()
+            while pending:
+                batch = list(pending)  # send_audio may trim the deque while we await
+                frame = batch[0] if len(batch) == 1 else b"".join(batch)
                 await connection.send_media(frame)
-                # Only forget a frame once it is on the wire, so a drop loses none.
-                self._pending.popleft()
-                self._pending_bytes -= len(frame)
-                last_sent = time.monotonic()
-                self._unanswered.sent(frame, last_sent)
+                # Only forget frames once they are on the wire, so a drop loses none.
+                for sent in batch:
+                    if pending and pending[0] is sent:
+                        pending.popleft()
+                        self._pending_bytes -= len(sent)
+                self._last_sent = time.monotonic()
+                self._unanswered.sent(frame, self._last_sent)
+            self._flush_due = False
             if self._closing:
                 await connection.send_close_stream()
                 log.info("CloseStream sent")
                 return  # the receive loop ends when Deepgram closes after its last results
-            if time.monotonic() - last_sent >= keepalive_s:
+            if time.monotonic() - self._last_sent >= keepalive_s:
                 await connection.send_keep_alive()
-                last_sent = time.monotonic()
+                self._last_sent = time.monotonic()
                 log.debug("KeepAlive sent")
 
 
