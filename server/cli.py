@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from server.simulator import CallReport, ReceivedEvent
+    from server.simulated_call import CallReport
+    from server.simulator import ReceivedEvent
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -161,7 +162,8 @@ def _header_arg(text: str) -> tuple[str, str]:
 def _call(args: argparse.Namespace) -> int:
     from websockets.exceptions import WebSocketException
 
-    from server.simulator import SimulatorError, run_call
+    from server.simulated_call import run_call
+    from server.simulator import SimulatorError
 
     start = time.monotonic()
 

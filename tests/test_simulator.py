@@ -23,17 +23,19 @@ from websockets.asyncio.server import ServerConnection, serve
 from config import get_settings
 from server import cli, simulator
 from server.protocol import disconnect, kill_audio, parse_metadata, play_audio_wav, transfer
+from server.simulated_call import (
+    detect_speech_segments,
+    frame_sent_at,
+    load_caller_audio,
+    reply_latencies,
+    run_call,
+)
 from server.simulator import (
     CallEnded,
     ReceivedEvent,
     SimulatorError,
     StreamNodeClient,
-    detect_speech_segments,
     format_metadata,
-    frame_sent_at,
-    load_caller_audio,
-    reply_latencies,
-    run_call,
 )
 
 RATE = 16000
