@@ -12,14 +12,12 @@ import asyncio
 import base64
 import dataclasses
 import functools
-import itertools
 import json
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,7 +25,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._waiting import Changes
 from .cartesia_script import (
     CartesiaError,
     ErrorEvent,
@@ -39,7 +36,7 @@ from .cartesia_script import (
     parse_request,
     plan_speech,
 )
-from .http import AppServer
+from .http_fake import HttpFake
 from .streaming import Emit, ProducerResponse, sse_event
 
 __all__ = ["FakeCartesia", "SpeechRequest"]
@@ -98,7 +95,7 @@ def _credentials(request: Request) -> tuple[str | None, str | None]:
     return None, None
 
 
-class FakeCartesia:
+class FakeCartesia(HttpFake[SpeechRequest]):
     """The fake API. ``async with FakeCartesia(...) as tts:`` serves on ``tts.base_url``."""
 
     def __init__(
@@ -124,12 +121,8 @@ class FakeCartesia:
             chunk_ms=chunk_ms,
         )
         self.faults: deque[Fault] = deque(faults)
-        self.requests: deque[SpeechRequest] = deque(maxlen=max_records)
-        self.app = Starlette(routes=[Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"])])
-        self._server = AppServer(self.app, host=host, port=port)
-        self._ids = itertools.count(1)
-        self._changes = Changes()
-        self._closing = asyncio.Event()
+        app = Starlette(routes=[Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"])])
+        super().__init__(app, max_records=max_records, host=host, port=port)
 
     # --- settings shortcuts (settable between or during tests) ----------------------------
 
@@ -152,43 +145,9 @@ class FakeCartesia:
     # --- lifecycle ------------------------------------------------------------------------
 
     @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
     def base_url(self) -> str:
         """The value for CARTESIA_BASE_URL."""
         return self._server.base_url
-
-    async def start(self) -> None:
-        self._closing = asyncio.Event()
-        await self._server.start()
-
-    async def stop(self) -> None:
-        self._closing.set()  # releases stalled streams so the server can drain
-        await self._server.stop()
-
-    async def __aenter__(self) -> FakeCartesia:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def wait_for_requests(self, n: int, timeout_s: float = 5.0) -> list[SpeechRequest]:
-        """The first ``n`` requests (counting from the oldest kept), once they exist."""
-        return await self._changes.wait_for(
-            lambda: list(self.requests)[:n] if len(self.requests) >= n else None, timeout_s
-        )
-
-    async def wait_until(self, probe: Callable[[], Any], timeout_s: float = 5.0) -> Any:
-        """Re-check ``probe`` on every change; return its first value that is not None/False."""
-        return await self._changes.wait_for(lambda: probe() or None, timeout_s)
 
     def timeline(self, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """JSON-ready timings of the latest ``limit`` requests."""

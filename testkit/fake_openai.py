@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ._waiting import Changes
-from .http import AppServer
+from .http_fake import HttpFake
 from .openai_script import (
     HttpError,
     MidStreamError,
@@ -104,7 +101,7 @@ def _mask(key: str) -> str:
     return f"{key[:3]}{'*' * max(0, len(key) - 5)}{key[-2:]}" if len(key) > 5 else "***"
 
 
-class FakeOpenAI:
+class FakeOpenAI(HttpFake[ChatRequest]):
     """The fake API. ``async with FakeOpenAI(...) as llm:`` serves on ``llm.base_url``."""
 
     def __init__(
@@ -122,18 +119,10 @@ class FakeOpenAI:
         self.replies: deque[Reply] = deque(replies)
         self.first_token_ms = first_token_ms
         self.per_token_ms = per_token_ms
-        self.requests: deque[ChatRequest] = deque(maxlen=max_records)
-        self.app = Starlette(routes=[Route(CHAT_PATH, self._chat, methods=["POST"])])
-        self._server = AppServer(self.app, host=host, port=port)
-        self._ids = itertools.count(1)
-        self._changes = Changes()
-        self._closing = asyncio.Event()
+        app = Starlette(routes=[Route(CHAT_PATH, self._chat, methods=["POST"])])
+        super().__init__(app, max_records=max_records, host=host, port=port)
 
     # --- lifecycle ------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._server.port
 
     @property
     def base_url(self) -> str:
@@ -143,36 +132,6 @@ class FakeOpenAI:
     def add_route(self, route: BaseRoute) -> None:
         """Serve an extra route (e.g. the test kit's control endpoints) on this app."""
         self.app.router.routes.append(route)
-
-    async def start(self) -> None:
-        self._closing = asyncio.Event()
-        await self._server.start()
-
-    async def stop(self) -> None:
-        self._closing.set()  # releases stalled streams so the server can drain
-        await self._server.stop()
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    async def wait_for_requests(self, n: int, timeout_s: float = 5.0) -> list[ChatRequest]:
-        """The first ``n`` requests (counting from the oldest kept), once they exist."""
-        return await self._changes.wait_for(
-            lambda: list(self.requests)[:n] if len(self.requests) >= n else None, timeout_s
-        )
-
-    async def wait_until(self, probe: Callable[[], Any], timeout_s: float = 5.0) -> Any:
-        """Re-check ``probe`` on every change; return its first value that is not None/False."""
-        return await self._changes.wait_for(lambda: probe() or None, timeout_s)
 
     # --- the endpoint -----------------------------------------------------------------------
 

@@ -1,0 +1,63 @@
+"""What every HTTP fake shares: its app on one loopback socket, its records, and waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from starlette.applications import Starlette
+
+from testkit._waiting import Changes
+from testkit.http import AppServer
+
+R = TypeVar("R")
+
+
+class HttpFake(Generic[R]):
+    """Base of the OpenAI and Cartesia fakes. ``async with`` starts and stops the server."""
+
+    def __init__(self, app: Starlette, *, max_records: int, host: str, port: int) -> None:
+        self.app = app
+        self.requests: deque[R] = deque(maxlen=max_records)
+        self._server = AppServer(app, host=host, port=port)
+        self._ids = itertools.count(1)
+        self._changes = Changes()
+        self._closing = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    async def start(self) -> None:
+        self._closing = asyncio.Event()
+        await self._server.start()
+
+    async def stop(self) -> None:
+        self._closing.set()  # releases stalled streams so the server can drain
+        await self._server.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_for_requests(self, n: int, timeout_s: float = 5.0) -> list[R]:
+        """The first ``n`` requests (counting from the oldest kept), once they exist."""
+        return await self._changes.wait_for(
+            lambda: list(self.requests)[:n] if len(self.requests) >= n else None, timeout_s
+        )
+
+    async def wait_until(self, probe: Callable[[], Any], timeout_s: float = 5.0) -> Any:
+        """Re-check ``probe`` on every change; return its first value that is not None/False."""
+        return await self._changes.wait_for(lambda: probe() or None, timeout_s)
