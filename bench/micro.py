@@ -1,8 +1,8 @@
 """CPU per unit of work on the server's provider paths, against the fakes in another process.
 
     python -m bench.micro stt   # DeepgramStream: CPU per forwarded 20 ms frame (20 streams)
-    python -m bench.micro llm   # OpenAILLM.stream vs raw httpx SSE: CPU per turn
-    python -m bench.micro tts   # CartesiaTTS.synthesize vs raw-bytes SSE: CPU per sentence
+    python -m bench.micro llm   # OpenAILLM.stream vs a bare httpx SSE loop: CPU per turn
+    python -m bench.micro tts   # CartesiaTTS.synthesize vs a bare httpx SSE loop: CPU per sentence
 
 Run it from the source tree you want to measure: ``python -m`` imports ``pipeline`` from
 the working directory, so a patched copy of the tree with ``bench/`` in it works too.
@@ -117,8 +117,8 @@ async def llm(env: Env, n: int = 200) -> dict[str, float]:
 
     try:
         return {
-            "sdk_cpu_ms_per_turn": round(await _per_call_ms(sdk, n), 2),
-            "raw_cpu_ms_per_turn": round(await _per_call_ms(raw, n), 2),
+            "client_cpu_ms_per_turn": round(await _per_call_ms(sdk, n), 2),
+            "bare_httpx_cpu_ms_per_turn": round(await _per_call_ms(raw, n), 2),
         }
     finally:
         await http.aclose()
@@ -160,8 +160,8 @@ async def tts(env: Env, n: int = 150, text: str = "You said: hello there.") -> d
 
     try:
         return {
-            "aiter_lines_cpu_ms_per_sentence": round(await _per_call_ms(lines, n), 2),
-            "raw_bytes_cpu_ms_per_sentence": round(await _per_call_ms(raw, n), 2),
+            "client_cpu_ms_per_sentence": round(await _per_call_ms(lines, n), 2),
+            "bare_httpx_cpu_ms_per_sentence": round(await _per_call_ms(raw, n), 2),
         }
     finally:
         await http.aclose()

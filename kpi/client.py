@@ -46,7 +46,6 @@ from kpi.models import (
     parse_event,
 )
 from kpi.redaction import guard_logs, redact
-from kpi.sse import SseParser
 from kpi.validation import Channel
 from kpi.wire import (
     backoff_delay,
@@ -56,6 +55,7 @@ from kpi.wire import (
     notifications_filters,
     otpcall_query,
 )
+from pipeline.providers.sse import SseParser
 
 if TYPE_CHECKING:
     from config.settings import Settings

@@ -56,9 +56,14 @@ class ErrorEvent:
 
 @dataclass(frozen=True, slots=True)
 class Stall:
-    """Send ``after_chunks`` audio chunks, then nothing until the client disconnects."""
+    """Send ``after_chunks`` audio chunks, then no audio until the client disconnects.
+
+    ``comment_every_s`` keeps the stalled stream warm with SSE comments, as a proxy or
+    load balancer in front of the API may: bytes flow, audio does not.
+    """
 
     after_chunks: int = 0
+    comment_every_s: float | None = None
 
 
 Fault = HttpError | ErrorEvent | Stall

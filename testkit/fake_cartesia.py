@@ -241,6 +241,9 @@ class FakeCartesia(HttpFake[SpeechRequest]):
                 record.chunks_sent += 1
                 record.audio_bytes += len(chunk.pcm)
             if isinstance(fault, Stall):
+                while fault.comment_every_s is not None:
+                    await asyncio.sleep(fault.comment_every_s)
+                    await emit(b": keep-alive\n\n")
                 await self._closing.wait()
                 return
             await emit(sse_event(json.dumps(self._final_event(record, fault))))

@@ -7,7 +7,6 @@ nearest rate above it, resampled here, so the session always receives the call's
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 import json
@@ -21,6 +20,7 @@ import httpx
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
+from pipeline.providers.sse import SseParser
 
 log = get_logger("CARTESIA")
 
@@ -111,35 +111,41 @@ class CartesiaTTS:
         chunks = 0
         pcm_bytes = 0
         log.info('TTS request | chars=%d rate=%d text="%s"', len(text), render_rate, text[:80])
-        first_deadline = asyncio.get_running_loop().time() + self.first_audio_timeout_s
+        loop = asyncio.get_running_loop()
+        # Bytes that are not audio (SSE comments, empty events) never reset these clocks.
+        deadline = loop.time() + self.first_audio_timeout_s
+        parser = SseParser()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                response = await self._open(stack, body, first_deadline)
-                lines = response.aiter_lines()
-                while True:
-                    try:
-                        line = await self._next_line(lines, first_deadline, first_audio_ms is None)
-                    except StopAsyncIteration:
-                        break
-                    if not line.startswith("data:"):
-                        continue
-                    event = _parse_event(line[5:])
-                    kind = event.get("type")
-                    if kind == "chunk":
-                        pcm = _decode_audio(event.get("data"))
-                        if resampler is not None:
-                            pcm = resampler.process(pcm)
-                        if not pcm:
-                            continue
-                        if first_audio_ms is None:
-                            first_audio_ms = (time.monotonic() - started) * 1000
-                        chunks += 1
-                        pcm_bytes += len(pcm)
-                        yield pcm
-                    elif kind == "error":
-                        raise _error_event(event)
-                    elif kind == "done" or event.get("done") is True:
-                        break
+                response = await self._open(stack, body, deadline)
+                reads = response.aiter_bytes()
+                finished = False
+                while not finished:
+                    data = await self._next_read(reads, deadline, first_audio_ms is None)
+                    if data is None:
+                        events, finished = parser.close(), True
+                    else:
+                        events = parser.feed(data)
+                    for sse in events:
+                        event = _parse_event(sse.data)
+                        kind = event.get("type")
+                        if kind == "chunk":
+                            pcm = _decode_audio(event.get("data"))
+                            if resampler is not None:
+                                pcm = resampler.process(pcm)
+                            if not pcm:
+                                continue
+                            if first_audio_ms is None:
+                                first_audio_ms = (time.monotonic() - started) * 1000
+                            deadline = loop.time() + self.idle_timeout_s
+                            chunks += 1
+                            pcm_bytes += len(pcm)
+                            yield pcm
+                        elif kind == "error":
+                            raise _error_event(event)
+                        elif kind == "done" or event.get("done") is True:
+                            finished = True
+                            break
         except httpx.ConnectTimeout as exc:
             raise ProviderTimeout(_PROVIDER, "connect", self.connect_timeout_s) from exc
         except httpx.TimeoutException as exc:
@@ -178,15 +184,16 @@ class CartesiaTTS:
             raise ProviderTimeout(_PROVIDER, "first_byte", self.first_audio_timeout_s) from exc
         return response
 
-    async def _next_line(
-        self, lines: AsyncIterator[str], first_deadline: float, waiting_first: bool
-    ) -> str:
-        """The next SSE line, before the first-audio deadline or within the idle-gap limit."""
-        loop = asyncio.get_running_loop()
-        deadline = first_deadline if waiting_first else loop.time() + self.idle_timeout_s
+    async def _next_read(
+        self, reads: AsyncIterator[bytes], deadline: float, waiting_first: bool
+    ) -> bytes | None:
+        """The next bytes of the stream (None at its end), before ``deadline``: the
+        first-audio deadline, then the idle-gap limit counted from the last audio."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await anext(lines)
+                return await anext(reads)
+        except StopAsyncIteration:
+            return None
         except TimeoutError as exc:
             if waiting_first:
                 raise ProviderTimeout(_PROVIDER, "first_audio", self.first_audio_timeout_s) from exc
@@ -215,6 +222,6 @@ def _decode_audio(data: object) -> bytes:
     if not isinstance(data, str):
         raise ProviderError(_PROVIDER, "chunk without audio data", retryable=True)
     try:
-        return base64.b64decode(data, validate=True)
+        return binascii.a2b_base64(data, strict_mode=True)
     except binascii.Error as exc:
         raise ProviderError(_PROVIDER, "chunk audio is not base64", retryable=True) from exc

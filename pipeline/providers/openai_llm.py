@@ -31,6 +31,10 @@ log = get_logger("OPENAI")
 
 _PROVIDER = "openai"
 
+# Stream chunks stay plain JSON objects: building SDK models for every token costs more
+# than the turn's own work, and only three fields are read.
+_Chunk = dict[str, Any]
+
 
 @dataclass(slots=True)
 class _ToolFragments:
@@ -132,7 +136,13 @@ class OpenAILLM:
         try:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    stream = await self._client.chat.completions.create(**body)
+                    stream = await self._client.post(
+                        "/chat/completions",
+                        body=body,
+                        cast_to=_Chunk,
+                        stream=True,
+                        stream_cls=openai.AsyncStream[_Chunk],
+                    )
             except TimeoutError as exc:
                 raise ProviderTimeout(self.name, "first_byte", self.first_token_timeout_s) from exc
             async with stream:
@@ -143,23 +153,24 @@ class OpenAILLM:
                         chunk = await self._next_chunk(chunks, first_deadline, waiting_first)
                     except StopAsyncIteration:
                         break
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        if delta.content:
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if content:
                             if first_token_ms is None:
                                 first_token_ms = (time.monotonic() - started) * 1000
-                            yield TextDelta(delta.content)
-                        for fragment in delta.tool_calls or ():
-                            acc = tools_seen.setdefault(fragment.index, _ToolFragments())
-                            if fragment.id:
-                                acc.call_id = fragment.id
-                            if fragment.function is not None:
-                                if fragment.function.name:
-                                    acc.name = fragment.function.name
-                                if fragment.function.arguments:
-                                    acc.arguments.append(fragment.function.arguments)
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
+                            yield TextDelta(content)
+                        for fragment in delta.get("tool_calls") or ():
+                            acc = tools_seen.setdefault(fragment.get("index", 0), _ToolFragments())
+                            if fragment.get("id"):
+                                acc.call_id = fragment["id"]
+                            function = fragment.get("function") or {}
+                            if function.get("name"):
+                                acc.name = function["name"]
+                            if function.get("arguments"):
+                                acc.arguments.append(function["arguments"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
         except openai.OpenAIError as exc:
             raise map_error(exc, self.name) from exc
         for index in sorted(tools_seen):

@@ -64,6 +64,11 @@ class SseParser:
             text = text[1:]
         self._skip_lf = False
         buffer = self._buffer + text
+        if "\r" not in buffer:  # the common case, split in C rather than by the regex
+            *lines, self._buffer = buffer.split("\n")
+            for line in lines:
+                self._line(line, events)
+            return events
         start = 0
         for end_of_line in _EOL.finditer(buffer):
             self._line(buffer[start : end_of_line.start()], events)
