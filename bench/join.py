@@ -5,16 +5,20 @@ just after its metadata frame and whose ``speech_final`` send times follow the c
 utterance ends most closely (greedy over all pairs by that cost); the turn overhead is
 then, per the issue: first reply ``playAudio`` received - ``speech_final`` sent by the
 fake STT - scripted LLM time to the end of sentence one - scripted TTS first audio.
+"Past the fill" also takes off the scripted wait for the first 100 ms of TTS audio,
+which an exact-100 ms chunker cannot avoid: what is left is the server's own work.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from pipeline.sentences import SentenceSplitter
+from testkit.cartesia_script import SpeechSettings
 from testkit.openai_script import default_reply_text, split_tokens
 
 from .procs import Latencies
@@ -69,6 +73,22 @@ def llm_sentence_one_ms(user_text: str, lat: Latencies) -> float:
             return lat.llm_first_token_ms + i * lat.llm_per_token_ms
     n = len(split_tokens(reply))  # one sentence: flushed at the end of the stream
     return lat.llm_first_token_ms + (n - 1) * lat.llm_per_token_ms
+
+
+@lru_cache(maxsize=8)
+def tts_fill_ms(lat: Latencies, audio_chunk_ms: int = 100) -> float:
+    """Scripted time from the TTS's first audio until one whole ``playAudio`` of it is due.
+
+    The fake sends its first audio in pieces smaller than a chunk (``SpeechSettings``), so
+    a server that sends exact 100 ms chunks must wait for this much more audio.
+    """
+    audio_ms = 0.0
+    for piece_ms in itertools.cycle(SpeechSettings().chunk_ms):
+        due_ms = audio_ms / lat.tts_realtime_factor if lat.tts_realtime_factor > 0 else 0.0
+        audio_ms += piece_ms
+        if audio_ms >= audio_chunk_ms:
+            return due_ms
+    raise AssertionError("unreachable: the cycle is endless")
 
 
 def _cost(call: dict[str, Any], conn: SttConn, endpointing_s: float) -> float:
@@ -126,6 +146,7 @@ def figures(
     out: dict[str, list[float]] = {
         "greeting_ms": [],
         "turn_overhead_ms": [],
+        "turn_overhead_past_fill_ms": [],
         "turn_first_audio_ms": [],
         "stt_endpoint_ms": [],
         "barge_in_from_speech_started_ms": [],
@@ -147,7 +168,9 @@ def figures(
                 continue
             final_at = conn.finals[i]
             scripted = llm_sentence_one_ms(conn.texts[i], lat) + lat.tts_first_audio_ms
-            out["turn_overhead_ms"].append((turn["first_play"] - final_at) * 1e3 - scripted)
+            overhead = (turn["first_play"] - final_at) * 1e3 - scripted
+            out["turn_overhead_ms"].append(overhead)
+            out["turn_overhead_past_fill_ms"].append(overhead - tts_fill_ms(lat))
             out["stt_endpoint_ms"].append((final_at - turn["speech_end"]) * 1e3)
         for barge in call["barge_ins"]:
             kill, start = barge["kill_at"], barge["speech_start"]

@@ -15,10 +15,12 @@ from .run import RESULTS
 
 DOC = RESULTS.parent.parent / "docs" / "PERFORMANCE.md"
 SWEEP_MIN = 3  # a label with runs at this many call counts gets a table
+PLOT_SWEEP_MIN, PLOT_SWEEPS = 5, 2  # the plot shows the latest two full sweeps
 START, END = "<!-- bench:tables -->", "<!-- /bench:tables -->"
 SOAK_START, SOAK_END = "<!-- bench:soak -->", "<!-- /bench:soak -->"
 FIGURES = (
     ("turn_overhead_ms", "turn overhead"),
+    ("turn_overhead_past_fill_ms", "turn overhead past the 100 ms fill"),
     ("greeting_ms", "greeting (cached)"),
     ("barge_in_from_words_ms", "barge-in (words → kill)"),
     ("barge_in_from_speech_started_ms", "barge-in (SpeechStarted → kill)"),
@@ -84,7 +86,7 @@ def table(runs: dict[int, dict[str, Any]]) -> str:
         "|---" * (len(ns) + 1) + "|",
     ]
     for key, title in FIGURES:
-        cells = [_ms(runs[n]["figures_ms"][key]) for n in ns]
+        cells = [_ms(runs[n]["figures_ms"].get(key, {})) for n in ns]
         rows.append(f"| {title} | " + " | ".join(cells) + " |")
     for title, cell in ROWS:
         rows.append(f"| {title} | " + " | ".join(cell(runs[n]) for n in ns) + " |")
@@ -120,15 +122,17 @@ def soak_markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
     for t, rss, cpu in series:
         if t >= 0:
             minutes.setdefault(int(t // 60), (rss, cpu))
+    last = max(minutes)
+    shown = [m for m in sorted(minutes) if m <= 2 or m % 5 == 0 or m == last]
     rows = [
         f"{SOAK_START}",
         f"Run `{result['name']}`: {result['calls']['concurrent']} concurrent calls of 60 s, "
         f"back to back, {result['calls']['total']} calls "
         f"({result['calls']['failed']} failed), server CPU "
         f"{result['server']['cpu_s_per_call_minute']} s per call-minute.\n",
-        "| minute | " + " | ".join(str(m) for m in sorted(minutes)) + " |",
-        "|---" * (len(minutes) + 1) + "|",
-        "| server RSS (MB) | " + " | ".join(f"{minutes[m][0]:.1f}" for m in sorted(minutes)) + " |",
+        "| minute | " + " | ".join(str(m) for m in shown) + " |",
+        "|---" * (len(shown) + 1) + "|",
+        "| server RSS (MB) | " + " | ".join(f"{minutes[m][0]:.1f}" for m in shown) + " |",
         SOAK_END,
     ]
     return "\n".join(rows)
@@ -150,4 +154,6 @@ def write_report() -> None:
     text = _replace(text, START, END, tables_markdown(results))
     text = _replace(text, SOAK_START, SOAK_END, soak_markdown(results))
     DOC.write_text(text)
-    plot(results, DOC.with_name("performance.png"))
+    sweeps = {label: runs for label, runs in results.items() if len(runs) >= PLOT_SWEEP_MIN}
+    latest = dict(list(sweeps.items())[-PLOT_SWEEPS:])  # the plot stays readable
+    plot(latest, DOC.with_name("performance.png"))

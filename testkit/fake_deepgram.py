@@ -19,7 +19,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from ._service import Service
 from ._waiting import Changes
 from .deepgram_engine import ListenOptions, ListenParamError, Message, TranscriptEngine, VadSettings
 from .deepgram_records import DeepgramConnection, HandshakeRejection, summarize
@@ -289,7 +289,7 @@ class _Session:
         return True
 
 
-class FakeDeepgram:
+class FakeDeepgram(Service):
     """The fake service. ``async with FakeDeepgram(...) as dg:`` serves on ``dg.url``."""
 
     def __init__(
@@ -360,18 +360,6 @@ class FakeDeepgram:
         if server is not None:
             server.close()
             await server.wait_closed()
-
-    async def __aenter__(self) -> FakeDeepgram:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- waiting and reading ----------------------------------------------------------------
 

@@ -26,7 +26,6 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -35,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from testkit._service import Service
 from testkit.http import AppServer
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class FakeKonnect:
         return self._frames.popleft()
 
 
-class FakeKpi:
+class FakeKpi(Service):
     """The fake server. ``async with FakeKpi() as fake:`` then point the client at
     ``fake.base_url`` (KPI) and ``fake.notifications_url`` (konnect)."""
 
@@ -311,18 +311,6 @@ class FakeKpi:
         self._closing.set()  # ends open streams and pending delays
         await self._http.stop()
         logging.getLogger("uvicorn.error").removeFilter(self._log_filter)
-
-    async def __aenter__(self) -> FakeKpi:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- scripting and inspection ------------------------------------------------------------
 

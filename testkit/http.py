@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Literal
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from testkit._service import Service
 
 __all__ = ["AppServer", "bind_loopback"]
 
@@ -52,7 +53,7 @@ class _EmbeddedServer(uvicorn.Server):
         await self.exit_requested.wait()
 
 
-class AppServer:
+class AppServer(Service):
     """One ASGI app served on one loopback socket; ``async with`` starts and stops it."""
 
     def __init__(
@@ -128,15 +129,3 @@ class AppServer:
             await task
         except SystemExit as exc:  # uvicorn exits this way when startup fails
             raise RuntimeError(f"uvicorn failed on port {self._port}") from exc
-
-    async def __aenter__(self) -> AppServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

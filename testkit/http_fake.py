@@ -6,18 +6,18 @@ import asyncio
 import itertools
 from collections import deque
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
 
+from testkit._service import Service
 from testkit._waiting import Changes
 from testkit.http import AppServer
 
 R = TypeVar("R")
 
 
-class HttpFake(Generic[R]):
+class HttpFake(Service, Generic[R]):
     """Base of the OpenAI and Cartesia fakes. ``async with`` starts and stops the server."""
 
     def __init__(self, app: Starlette, *, max_records: int, host: str, port: int) -> None:
@@ -39,18 +39,6 @@ class HttpFake(Generic[R]):
     async def stop(self) -> None:
         self._closing.set()  # releases stalled streams so the server can drain
         await self._server.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_for_requests(self, n: int, timeout_s: float = 5.0) -> list[R]:
         """The first ``n`` requests (counting from the oldest kept), once they exist."""

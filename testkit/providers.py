@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from types import TracebackType
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._service import Service
 from .fake_cartesia import FakeCartesia
 from .fake_deepgram import FakeDeepgram
 from .fake_openai import FakeOpenAI
@@ -36,7 +36,7 @@ DEFAULT_KEYS = {
 }
 
 
-class FakeProviders:
+class FakeProviders(Service):
     """Starts the fakes on loopback ports; pass pre-built fakes to change their options."""
 
     def __init__(
@@ -97,15 +97,3 @@ class FakeProviders:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
-
-    async def __aenter__(self) -> FakeProviders:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
