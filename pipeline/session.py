@@ -198,7 +198,11 @@ class CallSession:
             log.error("Speech recognition stopped; ending the call")
             if self._turn_task is not None:
                 await asyncio.wait({self._turn_task})  # let the current line finish
-            self._start_turn(self._speak_fixed(self._config.unavailable_line, end_call=True))
+            if self._config.transfer_number:
+                # Nobody can hear the caller any more, but a person still can.
+                self._start_turn(self._hand_off())
+            else:
+                self._start_turn(self._speak_fixed(self._config.unavailable_line, end_call=True))
 
     async def _on_stt_event(self, event: STTEvent) -> None:
         kind = event.kind
@@ -476,7 +480,10 @@ class CallSession:
         assert number is not None
         self._handing_off = True
         turn = Turn(user_text=None, started=time.monotonic())
-        await self._say_cached(self._config.transfer_line, turn)
+        try:
+            await self._say_cached(self._config.transfer_line, turn)
+        except ProviderError as exc:  # not cached and the TTS failed: transfer all the same
+            log.error("Hand-off line failed: %s", exc)
         # Let the caller hear the hand-off line before the line is switched.
         await self.playout.wait_played(limit_s=10.0)
         await self.playout.send_control(transfer(number))

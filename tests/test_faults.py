@@ -237,6 +237,27 @@ async def test_deepgram_down_for_good_caller_hears_apology_then_disconnect(
     await assert_cleaned_up(server, fakes)
 
 
+async def test_deepgram_down_for_good_with_a_transfer_number_hands_the_caller_on(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    fakes.deepgram.refuse_status = 503
+    server = await start(
+        fakes, start_server, deepgram_max_outage_s=1.0, transfer_number="+911234567890"
+    )
+    async with StreamNodeClient(sample_rate=16000) as node:
+        await node.connect(server.url)
+        sent_at = await node.send_metadata({"callid": "call-dg-503-transfer"})
+        async with CallerLine(node, 16000):
+            moved = await node.wait_for("transfer", timeout=10)
+    assert moved.destination == "+911234567890"
+    assert audio_ms_after(node, sent_at) >= cached_ms(server, "Hello.") + cached_ms(
+        server, server.state.agent.transfer_line
+    )
+    assert all(e.t < moved.t for e in node.events if e.kind == "playAudio")
+    assert node.counts["disconnect"] == 0
+    await assert_cleaned_up(server, fakes)
+
+
 async def test_deepgram_stalled_on_every_socket_ends_with_apology(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
