@@ -36,11 +36,14 @@ def retry_delay(
 
     Retrying is only worth it while the caller has heard nothing of the turn (else the
     reply would restart mid-sentence), for a fault that may pass, and with enough of the
-    turn deadline ``end`` left for another attempt to produce audio.
+    turn deadline ``end`` left for another attempt to produce audio. A server that asked
+    for a longer wait (``Retry-After``) gets it; when that cannot fit, apologise at once.
     """
     if heard or not exc.retryable:
         return None
     delay = BACKOFF_BASE_S * 2.0 ** (attempt - 1)
+    if exc.retry_after_s is not None:
+        delay = max(delay, exc.retry_after_s)
     if now + delay + MIN_ATTEMPT_S > end:
         return None
     return delay

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -31,6 +32,7 @@ from pipeline.providers.base import (
     STTEventKind,
     TextDelta,
     ToolSpec,
+    retry_after_s,
     retryable_status,
 )
 from pipeline.providers.cartesia_tts import _error_event, error_from_response
@@ -302,6 +304,28 @@ async def test_openai_fault_is_retried_within_the_turn(
     assert ANSWER in spoken(fakes)  # the real answer, not the fallback line
     if isinstance(fault, llm.Stall):
         assert failed.disconnected  # we hung up on the stalled stream
+    if isinstance(fault, llm.HttpError) and fault.status == 429:
+        # The fake's 429 says `retry-after: 1`; the retry waited for it.
+        assert retried.received_at - failed.received_at >= 1.0
+    assert node.counts["disconnect"] == 0
+    await assert_cleaned_up(server, fakes)
+
+
+async def test_openai_429_asking_for_more_than_the_turn_has_apologises_at_once(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    fakes.deepgram.utterances.append(QUESTION)
+    fakes.openai.replies.extend([llm.HttpError(429, retry_after_s=30), llm.Text(ANSWER)])
+    server = await start(fakes, start_server)
+    async with live_call(server, "call-openai-429-long") as (node, line):
+        ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
+        await wait_until_quiet(node)
+    report("openai 429 retry-after 30 s (fallback line)", latency)
+    assert latency <= SPEECH_WITHIN_S
+    assert len(fakes.openai.requests) == 1  # not retried against the server's wishes
+    assert audio_ms_after(node, ended) == pytest.approx(
+        cached_ms(server, server.state.agent.fallback_line), abs=1
+    )
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
@@ -499,6 +523,14 @@ def test_openai_errors_map_into_the_tree(
     assert (mapped.provider, mapped.retryable, mapped.status) == ("openai", retryable, status)
 
 
+def test_retry_after_travels_with_the_mapped_error() -> None:
+    response = httpx2.Response(429, headers={"retry-after": "1.5"}, request=_request())
+    mapped = map_error(openai.APIStatusError("slow down", response=response, body=None))
+    assert mapped.retryable and mapped.retry_after_s == 1.5
+    cartesia = error_from_response(503, b"busy", httpx2.Headers({"retry-after": "4"}))
+    assert cartesia.retryable and cartesia.retry_after_s == 4.0
+
+
 def test_cartesia_errors_map_into_the_tree() -> None:
     assert error_from_response(500, b'{"message": "down"}').retryable
     assert error_from_response(429, b"slow down").retryable
@@ -543,6 +575,38 @@ def test_retry_delay_backs_off_inside_the_deadline_and_never_after_audio() -> No
     assert retry_delay(permanent, 1, heard=False, now=0.0, end=2.5) is None
     # 0.4 s of backoff plus a minimal attempt no longer fits in what is left.
     assert retry_delay(transient, 3, heard=False, now=2.0, end=2.5) is None
+
+
+def test_retry_delay_waits_as_long_as_the_server_asked_if_that_fits() -> None:
+    def limited(after: float) -> ProviderError:
+        return ProviderError("x", "HTTP 429", retryable=True, status=429, retry_after_s=after)
+
+    assert retry_delay(limited(0.05), 1, heard=False, now=0.0, end=2.5) == pytest.approx(0.1)
+    assert retry_delay(limited(1.0), 1, heard=False, now=0.0, end=2.5) == pytest.approx(1.0)
+    assert retry_delay(limited(2.5), 1, heard=False, now=0.0, end=2.5) is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after-ms": "750", "retry-after": "9"}, 0.75),  # OpenAI's, preferred
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+        ({"retry-after": "Wed, 25 Nov 2026 10:00:05 GMT"}, 5.0),
+        ({"retry-after": "Wed, 25 Nov 2026 09:59:00 GMT"}, 0.0),  # already past
+        ({"retry-after": "-4"}, 0.0),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "later"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_headers_parse_to_seconds(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    now = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    assert retry_after_s(httpx2.Headers(headers), now=now) == expected
 
 
 def test_stall_check_arms_only_after_enough_unanswered_speech() -> None:

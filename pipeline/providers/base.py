@@ -6,10 +6,14 @@ OpenAI-compatible local server) slots in by implementing the same three protocol
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import enum
-from collections.abc import AsyncIterator, Sequence
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 # --- speech to text -------------------------------------------------------------------
@@ -115,12 +119,21 @@ class ProviderError(Exception):
          └── ProviderNotConfigured   a key or setting is missing (never retryable)
     """
 
-    def __init__(self, provider: str, message: str, *, retryable: bool, status: int | None = None):
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.message = message
         self.retryable = retryable
         self.status = status
+        self.retry_after_s = retry_after_s  # the wait the server asked for, if it said
 
 
 class ProviderTimeout(ProviderError):
@@ -149,8 +162,39 @@ def retryable_status(status: int | None) -> bool:
     return status is None or status in _RETRYABLE_4XX or status >= 500
 
 
-def status_error(provider: str, status: int | None, message: str) -> ProviderError:
+def status_error(
+    provider: str, status: int | None, message: str, headers: Mapping[str, str] | None = None
+) -> ProviderError:
     """The one way an HTTP status becomes a ProviderError, for every provider."""
     return ProviderError(
-        provider, f"HTTP {status}: {message}", retryable=retryable_status(status), status=status
+        provider,
+        f"HTTP {status}: {message}",
+        retryable=retryable_status(status),
+        status=status,
+        retry_after_s=None if headers is None else retry_after_s(headers),
     )
+
+
+def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """The wait a 429/503 asks for: ``retry-after-ms`` (OpenAI), else ``retry-after`` in
+    seconds or as an HTTP date. None when absent or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        with contextlib.suppress(ValueError):
+            return _finite_wait(float(millis) / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return _finite_wait(float(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _finite_wait((when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _finite_wait(seconds: float) -> float | None:
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -42,7 +42,9 @@ def request_body(
     }
 
 
-def error_from_response(status: int, body: bytes) -> ProviderError:
+def error_from_response(
+    status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> ProviderError:
     message = body[:300].decode("utf-8", "replace")
     try:
         parsed = json.loads(body)
@@ -52,7 +54,7 @@ def error_from_response(status: int, body: bytes) -> ProviderError:
             )
     except ValueError:
         pass
-    return status_error(_PROVIDER, status, message)
+    return status_error(_PROVIDER, status, message, headers)
 
 
 class CartesiaTTS:
@@ -179,7 +181,9 @@ class CartesiaTTS:
                     )
                 )
                 if response.status_code != 200:
-                    raise error_from_response(response.status_code, await response.aread())
+                    raise error_from_response(
+                        response.status_code, await response.aread(), response.headers
+                    )
         except TimeoutError as exc:
             raise ProviderTimeout(_PROVIDER, "first_byte", self.first_audio_timeout_s) from exc
         return response

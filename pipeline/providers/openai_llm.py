@@ -82,7 +82,7 @@ def map_error(exc: openai.OpenAIError, provider: str = _PROVIDER) -> ProviderErr
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(provider, "cannot connect", retryable=True)
     if isinstance(exc, openai.APIStatusError):
-        return status_error(provider, exc.status_code, _short(exc.message))
+        return status_error(provider, exc.status_code, _short(exc.message), exc.response.headers)
     if isinstance(exc, openai.APIError):
         # An error event inside an otherwise healthy stream: transient on their side.
         return ProviderError(provider, f"stream error: {_short(exc.message)}", retryable=True)
