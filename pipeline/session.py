@@ -198,6 +198,8 @@ class CallSession:
             log.error("Speech recognition stopped; ending the call")
             if self._turn_task is not None:
                 await asyncio.wait({self._turn_task})  # let the current line finish
+            if self._handing_off:
+                return  # already being transferred or ended: one hand-off per call
             if self._config.transfer_number:
                 # Nobody can hear the caller any more, but a person still can.
                 self._start_turn(self._hand_off())

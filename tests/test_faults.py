@@ -42,7 +42,7 @@ from pipeline.providers.openai_llm import OpenAILLM, map_error
 from pipeline.session import CallSession, Providers
 from pipeline.speech_cache import SpeechCache
 from pipeline.turn import retry_delay
-from server.protocol import disconnect
+from server.protocol import disconnect, transfer
 from server.registry import CallRecord
 from server.simulator import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
@@ -747,4 +747,43 @@ async def test_failed_turn_count_resets_on_success_and_ends_the_call_at_the_limi
     assert sent[-1] == disconnect() and session.end_reason == "2 failed turns in a row"
     caller_audio.put_nowait(None)  # hang up
     await call
+    assert not session_tasks()
+
+
+async def test_stt_ending_while_the_call_is_being_handed_on_adds_no_second_hand_off() -> None:
+    refused = ProviderError("memory", "HTTP 401", retryable=False, status=401)
+    stt, speech = _MemorySTT(), _SilentTTS()
+    config = AgentConfig(
+        greeting="Hi.", system_prompt="", max_failed_turns=1, transfer_number="+919000000002"
+    )
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    session = CallSession(
+        record=CallRecord("call-one-hand-off"),
+        config=config,
+        providers=Providers(
+            stt=stt, llm=_ScriptedLLM("memory", [refused]), tts=speech, cache=SpeechCache()
+        ),
+        send=send,
+        sample_rate=16000,
+    )
+    caller_audio: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def audio() -> AsyncIterator[bytes]:
+        while (pcm := await caller_audio.get()) is not None:
+            yield pcm
+
+    call = asyncio.create_task(session.run(audio()))
+    await eventually(lambda: speech.texts == ["Hi."] and not session._bot_busy())
+    await stt.queue.put(STTEvent(STTEventKind.FINAL, "help", speech_final=True))
+    await eventually(lambda: any('"transfer"' in frame for frame in sent))
+    stt.queue.put_nowait(None)  # and now speech recognition dies too
+    await asyncio.sleep(0.3)
+    caller_audio.put_nowait(None)
+    await call
+    assert [frame for frame in sent if '"transfer"' in frame] == [transfer("+919000000002")]
+    assert config.transfer_line not in speech.texts  # no second hand-off line
     assert not session_tasks()

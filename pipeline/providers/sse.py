@@ -5,6 +5,8 @@ inside a UTF-8 character, or between the CR and LF of a CRLF. Events are separat
 blank line; ``data:`` lines (with or without the space after the colon) accumulate, joined
 by newlines; lines starting with ``:`` are comments (keep-alives); ``id:`` and ``retry:``
 are honoured so a reconnect can resume with ``Last-Event-ID``.
+
+Shared by the Cartesia TTS client and the Knowlarity konnect event stream.
 """
 
 from __future__ import annotations
