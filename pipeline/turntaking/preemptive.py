@@ -48,6 +48,7 @@ class PreemptiveGuard:
         self._quiet_since: float | None = None  # last VAD offset (None: no offset yet)
         self._speculated: str | None = None  # the text a reply was started on
         self._used = False  # one speculative start per utterance
+        self._declined = ""  # normalised words judged not worth a reply (an "ok")
         self.started = 0
         self.kept = 0
         self.discarded = 0
@@ -71,19 +72,21 @@ class PreemptiveGuard:
 
     def candidate(self, now: float) -> str | None:
         """The interim to start a reply on now, if every condition holds (no state change)."""
-        if not self._config.enabled or self._used or self._speaking or not self._text:
-            return None
-        stable_since = self._stable_since()
-        if stable_since is None or now < stable_since + self._quiet_s:
-            return None
-        return self._text
+        due = self.deadline()
+        return self._text if due is not None and now >= due else None
 
     def deadline(self) -> float | None:
         """When :meth:`candidate` may turn non-None without another input."""
         if not self._config.enabled or self._used or self._speaking or not self._text:
             return None
+        if normalise(self._text) == self._declined:
+            return None
         stable_since = self._stable_since()
         return None if stable_since is None else stable_since + self._quiet_s
+
+    def decline(self, text: str) -> None:
+        """``text`` is not worth a reply (an acknowledgement): wait for other words."""
+        self._declined = normalise(text)
 
     def begin(self, text: str) -> None:
         """A speculative reply was started on ``text`` (the utterance's one chance)."""
@@ -119,4 +122,5 @@ class PreemptiveGuard:
         self._text = ""
         self._speculated = None
         self._used = False
+        self._declined = ""
         self._quiet_since = None  # the next utterance needs an offset of its own
