@@ -3,8 +3,8 @@
 The listening side of a call feeds this with the local VAD's onsets/offsets, the STT's
 events and the reply's state, and carries out what comes back:
 
-- :class:`Pause` / :class:`Resume`: stop / restart sending the reply's audio;
-- :class:`Interrupt`: barge-in (``killAudio``, cancel the reply, truncate the history);
+- a barge-in :class:`~pipeline.turntaking.barge_in.Decision`: PAUSE / RESUME sending the
+  reply's audio, or INTERRUPT it (``killAudio``, cancel the reply, truncate the history);
 - :class:`StartReply`: answer ``text`` (``speculative``: on an interim, audio held back);
 - :class:`KeepReply`: the speculative reply matched the final: let its audio go;
 - :class:`CancelReply`: drop the reply being prepared (a speculation that missed, or
@@ -28,38 +28,13 @@ from pipeline.turntaking.preemptive import PreemptiveGuard, Verdict
 from pipeline.turntaking.silent import SilentTurnRule, UtteranceKind
 from pipeline.turntaking.words import asks_question
 
-__all__ = [
-    "BotState",
-    "CancelReply",
-    "Command",
-    "Interrupt",
-    "KeepReply",
-    "Pause",
-    "Resume",
-    "StartReply",
-    "TurnTaker",
-]
+__all__ = ["BotState", "CancelReply", "Command", "KeepReply", "StartReply", "TurnTaker"]
 
 
 class BotState(enum.Enum):
     SILENT = "silent"  # no reply in progress
     PREPARING = "preparing"  # a reply is being made, none of it sent to the caller yet
     SPEAKING = "speaking"  # reply audio is going out (or paused by a barge-in)
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Resume:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Interrupt:
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +53,7 @@ class CancelReply:
     reason: str
 
 
-Command = Pause | Resume | Interrupt | StartReply | KeepReply | CancelReply
+Command = Decision | StartReply | KeepReply | CancelReply
 
 
 class TurnTaker:
@@ -223,10 +198,7 @@ class TurnTaker:
     def _decided(self, decision: Decision | None) -> list[Command]:
         if decision is None:
             return []
-        if decision.action is Action.PAUSE:
-            return [Pause(decision.reason)]
-        if decision.action is Action.RESUME:
-            return [Resume(decision.reason)]
-        self.bot = BotState.SILENT  # the reply is cut off; the caller has the floor
-        self.decider.bot_speaking(False, 0.0)
-        return [Interrupt(decision.reason)]
+        if decision.action is Action.INTERRUPT:
+            self.bot = BotState.SILENT  # the reply is cut off; the caller has the floor
+            self.decider.bot_speaking(False, 0.0)
+        return [decision]
