@@ -29,6 +29,7 @@ class Call:
         self.tt = TurnTaker(TurnTakingConfig(**config))
         self.now = 0.0
         self.log: list[tuple[float, Command]] = []
+        self.trace: list[Command | str] = []  # the commands, and when a reply ended
 
     def at(self, t: float) -> Call:
         while (due := self.tt.deadline()) is not None and due <= t:
@@ -58,6 +59,8 @@ class Call:
 
     def bot(self, t: float, state: BotState, line: str | None = None) -> Call:
         self.at(t)._record(self.tt.reply_state(state, t, line=line))
+        if state is BotState.SILENT:
+            self.trace.append("reply ended")
         return self
 
     def say(self, start: float, end: float, text: str, *, quiet_final: float = 0.35) -> Call:
@@ -75,6 +78,7 @@ class Call:
 
     def _record(self, commands: list[Command]) -> None:
         self.log += [(self.now, c) for c in commands]
+        self.trace += commands
 
 
 NO_SPECULATION = {"preemptive": PreemptiveConfig(enabled=False)}
@@ -267,3 +271,17 @@ def test_any_event_sequence_keeps_the_deadline_moving(steps: list[tuple[float, A
     starts = [c for c in call.commands() if isinstance(c, StartReply)]
     speculative = [c for c in starts if c.speculative]
     assert len(speculative) == call.tt.guard.started
+    # Never two replies at once: a new one only after the last was cancelled, cut off,
+    # kept-and-finished or reported silent.
+    in_flight = False
+    for item in call.trace:
+        if isinstance(item, StartReply):
+            assert not in_flight, call.trace
+            in_flight = True
+        elif item == "reply ended" or isinstance(item, CancelReply) or _is_interrupt(item):
+            in_flight = False
+    assert call.tt.deadline() is None or call.tt.deadline() > t + 10.0
+
+
+def _is_interrupt(item: Command | str) -> bool:
+    return isinstance(item, Decision) and item.action is Action.INTERRUPT
