@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.simulated_call import load_caller_audio
-from server.simulator import CallEnded, CallerLine, ReceivedEvent, StreamNodeClient
+from streamnode.call import load_caller_audio
+from streamnode.client import CallEnded, CallerLine, ReceivedEvent, StreamNodeClient
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SAMPLE_RATE = 16000

@@ -55,7 +55,7 @@ from kpi.wire import (
     notifications_filters,
     otpcall_query,
 )
-from pipeline.providers.sse import SseParser
+from wire.sse import SseParser
 
 if TYPE_CHECKING:
     from config.settings import Settings

@@ -20,7 +20,7 @@ from config.settings import Settings
 from kpi.client import KnowlarityClient, KpiConfig
 from kpi.errors import ConfigError
 from kpi.models import CdrEvent, KonnectEvent, RecentEvent, TelephonyEvent, event_kind
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 
 log = get_logger("KONNECT")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from audio.chunker import PcmChunker, chunk_bytes
 from audio.wav import pcm_to_wav
 from config.logs import get_logger
-from server.protocol import kill_audio, play_audio_wav
+from wire.knowlarity import kill_audio, play_audio_wav
 
 log = get_logger("KNOWLARITY")
 

@@ -26,6 +26,7 @@ from typing import Any
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import aclose, cancel_and_wait
+from pipeline.call_record import CallRecord
 from pipeline.history import History
 from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
 from pipeline.providers.base import (
@@ -43,8 +44,7 @@ from pipeline.providers.base import (
 from pipeline.sentences import SentenceSplitter
 from pipeline.speech_cache import SpeechCache
 from pipeline.turn import Turn, retry_delay
-from server.protocol import disconnect, transfer
-from server.registry import CallRecord
+from wire.knowlarity import disconnect, transfer
 
 log = get_logger("SESSION")
 llm_log = get_logger("OPENAI")

@@ -13,9 +13,9 @@ import httpx
 
 from config.settings import Settings
 from pipeline.agent import AgentConfig
+from pipeline.call_record import CallRegistry
 from pipeline.session import Providers
 from server.lifecycle import Lifecycle
-from server.registry import CallRegistry
 
 
 @dataclass(slots=True)

@@ -20,8 +20,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.logs import call_id_var, get_logger
 from config.settings import SUPPORTED_SAMPLE_RATES, Settings
+from pipeline.call_record import CallRecord
 from pipeline.session import CallSession
-from server.protocol import (
+from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
+from server.state import AppState
+from wire.knowlarity import (
     CallMetadata,
     FrameAligner,
     MetadataError,
@@ -30,9 +33,6 @@ from server.protocol import (
     generated_metadata,
     parse_metadata,
 )
-from server.registry import CallRecord
-from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
-from server.state import AppState
 
 log = get_logger("KNOWLARITY")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from server.simulator import CallerLine, StreamNodeClient
+from streamnode.client import CallerLine, StreamNodeClient
 
 __all__ = ["CallerLine", "wait_until_quiet"]
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from audio.wav import read_wav_file
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, StartServer

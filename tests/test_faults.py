@@ -23,6 +23,7 @@ import pytest
 
 from audio.wav import read_wav_file
 from pipeline.agent import AgentConfig
+from pipeline.call_record import CallRecord
 from pipeline.providers.base import (
     LLMEvent,
     Message,
@@ -42,12 +43,11 @@ from pipeline.providers.openai_llm import OpenAILLM, map_error
 from pipeline.session import CallSession, Providers
 from pipeline.speech_cache import SpeechCache
 from pipeline.turn import retry_delay
-from server.protocol import disconnect, transfer
-from server.registry import CallRecord
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, StartServer, VoiceServer
+from wire.knowlarity import disconnect, transfer
 
 SPEECH_WITHIN_S = 3.0  # the product requirement, not a tuning knob
 QUESTION = "What time do you open tomorrow?"

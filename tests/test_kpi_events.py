@@ -17,7 +17,7 @@ from kpi.client import KnowlarityClient
 from kpi.errors import ConfigError
 from kpi.models import CdrEvent, KonnectEvent, TelephonyEvent, UnknownEvent
 from kpi.service import KpiService
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 from testkit.fake_kpi import K_NUMBER, FakeKpi, eventually
 
 pytestmark = pytest.mark.timeout(30)

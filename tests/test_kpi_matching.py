@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from kpi.models import CdrEvent, TelephonyEvent, UnknownEvent
 from kpi.service import KpiService, attach, event_window, find_call, parse_time, same_number
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 
 IST = timezone(timedelta(hours=5, minutes=30))
 VIRTUAL, CUSTOMER = "+911140000000", "+919876543210"

@@ -15,7 +15,7 @@ from config.settings import Settings
 from kpi.models import TelephonyEvent
 from kpi.routes import build_router
 from kpi.service import KpiService
-from server.registry import CallRegistry
+from pipeline.call_record import CallRegistry
 from testkit.fake_kpi import AGENT_NUMBER, K_NUMBER, FakeKpi, Reply
 from testkit.http import AppServer
 

@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 
 from server import voice
 from server.lifecycle import DRAIN_REASON, Lifecycle, LiveCalls
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from tests.caller import CallerLine
 from tests.conftest import StartServeProcess, StartServer
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.protocol import (
+from wire.knowlarity import (
     MAX_METADATA_BYTES,
     CallMetadata,
     Disconnect,

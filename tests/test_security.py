@@ -23,7 +23,7 @@ from server.security import (
     redact_urls,
     tokens_match,
 )
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from tests.conftest import StartServeProcess, StartServer, VoiceServer, make_settings
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,7 +20,7 @@ import httpx
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
-from pipeline.providers.sse import SseParser
+from wire.sse import SseParser
 
 log = get_logger("CARTESIA")
 

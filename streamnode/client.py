@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from audio.wav import WavInfo, parse_wav
-from server.protocol import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_outgoing
+from wire.knowlarity import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_outgoing
 
 EVENT_KINDS = ("playAudio", "killAudio", "transfer", "disconnect", "unknown")
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a long greeting sent as one playAudio still fits
