@@ -48,13 +48,13 @@ from kpi.models import (
 from kpi.redaction import guard_logs, redact
 from kpi.validation import Channel
 from kpi.wire import (
-    backoff_delay,
     encode_query,
     makecall_body,
     next_page,
     notifications_filters,
     otpcall_query,
 )
+from pipeline.retry import RetryPolicy
 from wire.sse import SseParser
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ log = get_logger("KPI")
 stream_log = get_logger("KONNECT")
 
 _MASK = "***"
+REQUEST_BACKOFF_CAP_S = 10.0
 _MAX_PAGES = 1000  # a guard against a server whose `next` never ends
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Raised before a single byte of the request went out: always safe to retry.
@@ -142,6 +143,10 @@ class KnowlarityClient:
         self._sleep = sleep
         self._rand = rand
         self._timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
+        # Which requests may be retried is decided per request (see _request); this is the wait.
+        self._request_retry = RetryPolicy(
+            base_s=config.retry_backoff_s, cap_s=REQUEST_BACKOFF_CAP_S, jitter="equal"
+        )
         self._stream_timeout = httpx.Timeout(
             config.timeout_s, connect=config.connect_timeout_s, read=config.stream_idle_timeout_s
         )
@@ -355,13 +360,13 @@ class KnowlarityClient:
                         self._server_retry_s = parser.retry_ms / 1000
                 if delivered:
                     failures = 0
-                delay = backoff_delay(
-                    failures,
-                    self._server_retry_s or self.config.stream_backoff_initial_s,
-                    self.config.stream_backoff_max_s,
-                    self._rand,
-                )
                 failures += 1
+                reconnect = RetryPolicy(
+                    base_s=self._server_retry_s or self.config.stream_backoff_initial_s,
+                    cap_s=self.config.stream_backoff_max_s,
+                    jitter="equal",
+                )
+                delay = reconnect.backoff(failures, self._rand)
                 stream_log.info("konnect stream: reconnecting in %.2fs", delay)
                 await self._sleep(delay)
         finally:
@@ -440,7 +445,7 @@ class KnowlarityClient:
                 retry = True
             if not retry:
                 raise failure from cause
-            delay = backoff_delay(attempt - 1, self.config.retry_backoff_s, 10.0, self._rand)
+            delay = self._request_retry.backoff(attempt, self._rand)
             log.warning(
                 "%s %s: %s; retry %d of %d in %.2fs",
                 method,

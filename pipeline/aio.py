@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from config.logs import get_logger
@@ -24,7 +24,9 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
 
 
 async def aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close a provider stream now (its sockets too), not whenever it is collected."""
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    """Close a provider stream now (its sockets too), not whenever it is collected.
+
+    Provider streams are async generators; a plain iterator has nothing to close.
+    """
+    if isinstance(iterator, AsyncGenerator):
+        await iterator.aclose()

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,25 +25,25 @@ from pipeline.agent import AgentConfig
 from pipeline.call_record import CallRecord
 from pipeline.providers.base import (
     LLMEvent,
-    Message,
     ProviderError,
     ProviderTimeout,
     STTEvent,
     STTEventKind,
     TextDelta,
-    ToolSpec,
     retry_after_s,
     retryable_status,
 )
 from pipeline.providers.cartesia_tts import _error_event, error_from_response
 from pipeline.providers.deepgram_stt import _Unanswered, is_speech
 from pipeline.providers.failover_llm import FailoverLLM
-from pipeline.providers.openai_llm import OpenAILLM, map_error
+from pipeline.providers.openai_llm import map_error
+from pipeline.retry import PhaseClock
 from pipeline.session import CallSession, Providers
 from pipeline.speech_cache import SpeechCache
 from pipeline.turn import retry_delay
 from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
+from testkit.memory import ScriptedLLM, ScriptedSTT, ToneTTS
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, StartServer, VoiceServer
 from wire.knowlarity import disconnect, transfer
@@ -542,27 +541,20 @@ def test_cartesia_errors_map_into_the_tree() -> None:
 
 
 async def test_openai_first_token_and_idle_timeouts_are_chained_provider_timeouts() -> None:
-    model = OpenAILLM(
-        api_key="k",
-        base_url="http://127.0.0.1:9/v1",
-        model="m",
-        first_token_timeout_s=0.05,
-        idle_timeout_s=0.05,
-    )
-
     async def silent() -> AsyncGenerator[int, None]:
         await asyncio.sleep(1)
         yield 1
 
-    loop = asyncio.get_running_loop()
     for waiting_first, phase in ((True, "first_token"), (False, "idle")):
+        clock = PhaseClock("openai", "first_token", 0.05, 0.05)
+        if not waiting_first:
+            clock.result()
         chunks = silent()
         with pytest.raises(ProviderTimeout) as caught:
-            await model._next_chunk(chunks, loop.time() + 0.05, waiting_first)
+            await clock.next(chunks)
         await chunks.aclose()
         assert caught.value.phase == phase and caught.value.retryable
         assert isinstance(caught.value.__cause__, TimeoutError)
-    await model.aclose()
 
 
 def test_retry_delay_backs_off_inside_the_deadline_and_never_after_audio() -> None:
@@ -630,89 +622,30 @@ def test_stall_check_arms_only_after_enough_unanswered_speech() -> None:
     assert list(small.frames) == [bytes([3]) * 640, bytes([4]) * 640] and small.since == 0.0
 
 
-Outcome = str | ProviderError | tuple[str, ProviderError]  # text, failure, or text then failure
-
-
-class _ScriptedLLM:
-    """Per call, the next scripted outcome."""
-
-    def __init__(self, name: str, script: Sequence[Outcome]) -> None:
-        self.name = name
-        self.script: deque[Outcome] = deque(script)
-        self.calls = 0
-
-    async def stream(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
-    ) -> AsyncIterator[LLMEvent]:
-        self.calls += 1
-        outcome = self.script.popleft()
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        text, failure = outcome if isinstance(outcome, tuple) else (outcome, None)
-        yield TextDelta(text)
-        if failure is not None:
-            raise failure
-
-
 async def _collect(stream: AsyncIterator[LLMEvent]) -> str:
     return "".join(e.text for e in [event async for event in stream] if isinstance(e, TextDelta))
 
 
 async def test_failover_only_before_the_first_token_then_skips_primary_for_a_while() -> None:
     down = ProviderError("primary", "HTTP 500", retryable=True, status=500)
-    primary = _ScriptedLLM("primary", [down, ("spoken", down)])
-    backup = _ScriptedLLM("backup", ["from backup", "again backup"])
+    primary = ScriptedLLM([down, ("spoken", down)], name="primary")
+    backup = ScriptedLLM(["from backup", "again backup"], name="backup")
     model = FailoverLLM(primary, backup, cooldown_s=60.0)
     assert await _collect(model.stream([], [])) == "from backup"
     # Within the cool-down the primary is not asked at all.
     assert await _collect(model.stream([], [])) == "again backup"
     assert primary.calls == 1
     # After it: a failure once the primary has spoken is the primary's; no failover.
-    model._primary_down_until = 0.0
+    model.primary_down_until = 0.0
     with pytest.raises(ProviderError) as caught:
         await _collect(model.stream([], []))
     assert caught.value is down and backup.calls == 2
 
 
-class _MemorySTT:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[STTEvent | None] = asyncio.Queue()
-
-    @contextlib.asynccontextmanager
-    async def stream(self, sample_rate: int) -> AsyncIterator[_MemorySTT]:
-        try:
-            yield self
-        finally:
-            self.queue.put_nowait(None)
-
-    def send_audio(self, pcm: bytes) -> None:
-        pass
-
-    async def events(self) -> AsyncIterator[STTEvent]:
-        while (event := await self.queue.get()) is not None:
-            yield event
-
-
-class _SilentTTS:
-    name = "silent"
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
-        return (self.name, str(sample_rate), text)
-
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        self.texts.append(text)
-        yield bytes(sample_rate * 2 // 20)  # 50 ms
-
-
 async def test_failed_turn_count_resets_on_success_and_ends_the_call_at_the_limit() -> None:
     refused = ProviderError("memory", "HTTP 401", retryable=False, status=401)
-    stt, speech = _MemorySTT(), _SilentTTS()
-    model = _ScriptedLLM("memory", [refused, "Fine.", refused, refused])
+    stt, speech = ScriptedSTT(), ToneTTS()
+    model = ScriptedLLM([refused, "Fine.", refused, refused])
     config = AgentConfig(greeting="Hi.", system_prompt="", max_failed_turns=2)
     sent: list[str] = []
 
@@ -752,7 +685,7 @@ async def test_failed_turn_count_resets_on_success_and_ends_the_call_at_the_limi
 
 async def test_stt_ending_while_the_call_is_being_handed_on_adds_no_second_hand_off() -> None:
     refused = ProviderError("memory", "HTTP 401", retryable=False, status=401)
-    stt, speech = _MemorySTT(), _SilentTTS()
+    stt, speech = ScriptedSTT(), ToneTTS()
     config = AgentConfig(
         greeting="Hi.", system_prompt="", max_failed_turns=1, transfer_number="+919000000002"
     )
@@ -764,9 +697,7 @@ async def test_stt_ending_while_the_call_is_being_handed_on_adds_no_second_hand_
     session = CallSession(
         record=CallRecord("call-one-hand-off"),
         config=config,
-        providers=Providers(
-            stt=stt, llm=_ScriptedLLM("memory", [refused]), tts=speech, cache=SpeechCache()
-        ),
+        providers=Providers(stt=stt, llm=ScriptedLLM([refused]), tts=speech, cache=SpeechCache()),
         send=send,
         sample_rate=16000,
     )

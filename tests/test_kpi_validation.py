@@ -10,7 +10,6 @@ from kpi.errors import InputError, KnowlarityError, check_response
 from kpi.models import PageMeta
 from kpi.redaction import redact
 from kpi.wire import (
-    backoff_delay,
     encode_query,
     makecall_body,
     next_page,
@@ -235,14 +234,6 @@ def test_next_page_opaque_cursor_continues_by_offset() -> None:
 def test_next_page_never_targets_another_host() -> None:
     meta = PageMeta(next="https://evil.example/steal?limit=5&offset=5")
     assert next_page(meta, {}, 5) == {"limit": "5", "offset": "5"}  # params only
-
-
-def test_backoff_is_capped_exponential_with_jitter() -> None:
-    assert backoff_delay(0, 1.0, 60.0, lambda: 0.0) == 0.5
-    assert backoff_delay(0, 1.0, 60.0, lambda: 1.0) == 1.0
-    assert backoff_delay(3, 1.0, 60.0, lambda: 1.0) == 8.0
-    assert backoff_delay(50, 1.0, 60.0, lambda: 1.0) == 60.0
-    assert 30.0 <= backoff_delay(1000, 1.0, 60.0) <= 60.0
 
 
 def test_redact_masks_longest_first() -> None:

@@ -52,6 +52,9 @@ class SpeechToText(Protocol):
     def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
         """Open one live stream for one call; closing it ends the stream gracefully."""
 
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
+
 
 # --- language model -------------------------------------------------------------------
 
@@ -91,6 +94,9 @@ class LanguageModel(Protocol):
     ) -> AsyncIterator[LLMEvent]:
         """Stream a reply: text deltas as they come, and any tool calls once complete."""
 
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
+
 
 # --- text to speech -------------------------------------------------------------------
 
@@ -103,6 +109,9 @@ class TextToSpeech(Protocol):
 
     def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Stream 16-bit LE mono PCM at exactly ``sample_rate``, in pieces of any even size."""
+
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
 
 
 # --- errors ---------------------------------------------------------------------------

@@ -26,13 +26,8 @@ from deepgram.core.api_error import ApiError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from config.logs import get_logger
-from pipeline.providers.base import (
-    ProviderError,
-    ProviderTimeout,
-    STTEvent,
-    STTEventKind,
-    status_error,
-)
+from pipeline.providers.base import ProviderError, STTEvent, STTEventKind, status_error
+from pipeline.retry import RetryPolicy, time_limit
 
 log = get_logger("DEEPGRAM")
 
@@ -41,6 +36,8 @@ SPEECH_RMS = 500.0  # int16 RMS (~-36 dBFS): above line noise, below any spoken 
 SEND_BATCH_MS = 40  # audio per message to Deepgram (the caller's frames are 20 ms)
 FLUSH_AFTER_S = 0.1  # a partial batch goes out anyway after this (caller audio paused)
 MIN_UNANSWERED_SPEECH_S = 0.5  # a cough or click alone does not arm the stall check
+# Reconnects: 0.1 s, doubling, at most 2 s apart; DEEPGRAM_MAX_OUTAGE_S ends the tries.
+RECONNECT = RetryPolicy(base_s=0.1, cap_s=2.0)
 
 
 _SPEECH_ENERGY = SPEECH_RMS * SPEECH_RMS
@@ -120,6 +117,9 @@ class DeepgramSTT:
 
     def stream(self, sample_rate: int) -> DeepgramStream:
         return DeepgramStream(self, sample_rate)
+
+    async def aclose(self) -> None:
+        """Nothing process-wide to release: each call's stream closes its own socket."""
 
     def connect_options(self, sample_rate: int) -> dict[str, Any]:
         return {
@@ -205,7 +205,6 @@ class DeepgramStream:
         # Frames go to Deepgram in batches: half the sends (and wakeups) of 20 ms frames.
         self._batch_bytes = sample_rate * 2 * SEND_BATCH_MS // 1000
         self.connections = 0
-        self.stalls = 0
         self.failure: ProviderError | None = None
 
     async def __aenter__(self) -> DeepgramStream:
@@ -289,7 +288,7 @@ class DeepgramStream:
                     break
                 if self._outage_over_limit():
                     return
-                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                await asyncio.sleep(RECONNECT.backoff(attempt))
         finally:
             if self._dropped_bytes:
                 ms = self._dropped_bytes * 1000 // (self._sample_rate * 2)
@@ -321,14 +320,12 @@ class DeepgramStream:
         options = provider.connect_options(self._sample_rate)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                async with asyncio.timeout(provider.connect_timeout_s):
+                async with time_limit(provider.connect_timeout_s, _PROVIDER, "connect"):
                     connection = await stack.enter_async_context(
                         provider._client.listen.v1.connect(**options)
                     )
             except ApiError as exc:
                 raise status_error(_PROVIDER, exc.status_code, "handshake refused") from exc
-            except TimeoutError as exc:
-                raise ProviderTimeout(_PROVIDER, "connect", provider.connect_timeout_s) from exc
             except (OSError, InvalidHandshake) as exc:
                 raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
             self.connections += 1
@@ -377,7 +374,6 @@ class DeepgramStream:
                 self._flush_due = True
                 self._wakeup.set()
             if due is not None and now >= due and not self._closing:
-                self.stalls += 1
                 return f"no message for {stall_s:g} s while the caller spoke (stalled)"
             await asyncio.sleep(0.1 if due is None else max(0.01, due - now))
 
