@@ -14,6 +14,7 @@ import httpx
 from config.settings import Settings
 from pipeline.agent import AgentConfig
 from pipeline.call_record import CallRegistry
+from pipeline.events import CallEventHub
 from pipeline.session import Providers
 from server.lifecycle import Lifecycle
 
@@ -25,6 +26,7 @@ class AppState:
     providers: Providers
     http: httpx.AsyncClient
     registry: CallRegistry = field(default_factory=CallRegistry)
+    events: CallEventHub = field(default_factory=CallEventHub)  # playground, records, metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
