@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 
 from config.settings import Settings
+from pipeline.call.session import Providers
 from pipeline.providers.base import LanguageModel
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
-from pipeline.session import Providers
 from pipeline.speech_cache import SpeechCache
 
 

@@ -13,9 +13,9 @@ import httpx
 
 from config.settings import Settings
 from pipeline.agent import AgentConfig
+from pipeline.call.session import Providers
 from pipeline.call_record import CallRegistry
 from pipeline.events import CallEventHub
-from pipeline.session import Providers
 from server.lifecycle import Lifecycle
 
 
@@ -47,7 +47,5 @@ class AppState:
         for task in list(self.background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        llm_close = getattr(self.providers.llm, "aclose", None)
-        if llm_close is not None:
-            await llm_close()
+        await self.providers.aclose()
         await self.http.aclose()

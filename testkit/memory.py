@@ -9,13 +9,18 @@ be built from them alone and driven event by event::
     tts = ToneTTS(ms_per_line=50)              # 50 ms of silence per line, lines recorded
     await stt.say("What time do you open?")    # a final with speech_final=True
 
-- :class:`ScriptedSTT` yields the events the test pushes (``push``, ``say``,
-  ``interim``, ``speech_started``); ``end()`` ends the stream as a dead recogniser would.
+- :class:`ScriptedSTT` yields the events the test pushes (``push``, ``say``, ``interim``,
+  ``speech_started``, ``utterance_end``); ``end()`` ends the stream as a dead recogniser
+  would.
 - :class:`ScriptedLLM` answers each request with the next scripted outcome: a text, a
   :class:`ProviderError` raised before any token, a ``(text, error)`` pair (some text,
   then the failure), or a :class:`ToolCall`.
-- :class:`ToneTTS` returns ``ms_per_line`` of silent PCM per line (optionally after a
-  delay on the event loop's clock) and records every text it was asked to say.
+- :class:`ToneTTS` returns ``ms_per_line`` (plus ``ms_per_char`` per character) of
+  silent PCM per line, optionally after a delay on the event loop's clock, and records
+  every text it was asked to say.
+- :class:`MemoryLine` is a :class:`~pipeline.line.LinePort`: it records what the session
+  played and sent (``actions``), and the test speaks (``caller``) or hangs up
+  (``caller_hangs_up``) for the caller.
 
 They use only ``asyncio`` primitives, so they run on virtual time too
 (:mod:`testkit.virtual_time`).
@@ -25,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 from pipeline.providers.base import (
     LLMEvent,
@@ -39,7 +46,7 @@ from pipeline.providers.base import (
     ToolSpec,
 )
 
-__all__ = ["Outcome", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
+__all__ = ["LineAction", "MemoryLine", "Outcome", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
 
 Outcome = str | ProviderError | tuple[str, ProviderError] | ToolCall
 
@@ -82,6 +89,9 @@ class ScriptedSTT:
 
     def interim(self, text: str) -> None:
         self.push(STTEvent(STTEventKind.INTERIM, text))
+
+    def utterance_end(self) -> None:
+        self.push(STTEvent(STTEventKind.UTTERANCE_END))
 
     def say(self, text: str) -> None:
         """A whole utterance: one final transcript that ends the caller's turn."""
@@ -128,8 +138,11 @@ class ToneTTS:
 
     name = "memory"
 
-    def __init__(self, ms_per_line: float = 50.0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, ms_per_line: float = 50.0, delay_s: float = 0.0, ms_per_char: float = 0.0
+    ) -> None:
         self.ms_per_line = ms_per_line
+        self.ms_per_char = ms_per_char
         self.delay_s = delay_s
         self.texts: list[str] = []
 
@@ -137,10 +150,86 @@ class ToneTTS:
         return None
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
-        return (self.name, str(self.ms_per_line), str(sample_rate), text)
+        return (self.name, f"{self.ms_per_line}+{self.ms_per_char}", str(sample_rate), text)
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         self.texts.append(text)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        yield bytes(int(sample_rate * self.ms_per_line / 1000) * 2)
+        ms = self.ms_per_line + self.ms_per_char * len(text)
+        yield bytes(int(sample_rate * ms / 1000) * 2)
+
+    def duration_ms(self, text: str) -> float:
+        return self.ms_per_line + self.ms_per_char * len(text)
+
+
+@dataclass(frozen=True, slots=True)
+class LineAction:
+    """One thing the session did to the line: ``play`` (with ``pcm_bytes``), ``clear``,
+    ``transfer`` (with ``number``) or ``hang_up``; ``at`` on the line's clock."""
+
+    kind: str
+    at: float
+    pcm_bytes: int = 0
+    number: str = ""
+
+
+class MemoryLine:
+    """A line port in memory: what the session sends is recorded, the caller is scripted."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        chunk_ms: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.chunk_ms = chunk_ms
+        self._clock = clock
+        self.actions: list[LineAction] = []
+        self._caller: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.hung_up = False
+
+    def audio(self) -> AsyncIterator[bytes]:
+        return self._audio()
+
+    async def _audio(self) -> AsyncIterator[bytes]:
+        while (pcm := await self._caller.get()) is not None:
+            yield pcm
+        self.hung_up = True
+
+    async def play(self, pcm: bytes) -> None:
+        if not self.hung_up:
+            self.actions.append(LineAction("play", self._clock(), pcm_bytes=len(pcm)))
+
+    async def clear(self) -> None:
+        if not self.hung_up:
+            self.actions.append(LineAction("clear", self._clock()))
+
+    async def transfer(self, number: str) -> None:
+        if not self.hung_up:
+            self.actions.append(LineAction("transfer", self._clock(), number=number))
+
+    async def hang_up(self) -> None:
+        if not self.hung_up:
+            self.actions.append(LineAction("hang_up", self._clock()))
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def caller(self, pcm: bytes) -> None:
+        self._caller.put_nowait(pcm)
+
+    def caller_hangs_up(self) -> None:
+        self._caller.put_nowait(None)
+
+    def kinds(self) -> list[str]:
+        """The actions in order, with runs of ``play`` folded into one."""
+        out: list[str] = []
+        for action in self.actions:
+            if not (action.kind == "play" and out and out[-1] == "play"):
+                out.append(action.kind)
+        return out
+
+    def played_ms(self, since: float = float("-inf")) -> float:
+        played = sum(a.pcm_bytes for a in self.actions if a.kind == "play" and a.at >= since)
+        return played * 1000 / (self.sample_rate * 2)

@@ -22,6 +22,8 @@ import pytest
 
 from audio.wav import read_wav_file
 from pipeline.agent import AgentConfig
+from pipeline.call.reply import retry_delay
+from pipeline.call.session import CallSession, Providers
 from pipeline.call_record import CallRecord
 from pipeline.providers.base import (
     LLMEvent,
@@ -38,15 +40,12 @@ from pipeline.providers.deepgram_stt import _Unanswered, is_speech
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import map_error
 from pipeline.retry import PhaseClock
-from pipeline.session import CallSession, Providers
 from pipeline.speech_cache import SpeechCache
-from pipeline.turn import retry_delay
 from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
-from testkit.memory import ScriptedLLM, ScriptedSTT, ToneTTS
+from testkit.memory import MemoryLine, ScriptedLLM, ScriptedSTT, ToneTTS
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, StartServer, VoiceServer
-from wire.knowlarity import disconnect, transfer
 
 SPEECH_WITHIN_S = 3.0  # the product requirement, not a tuning knob
 QUESTION = "What time do you open tomorrow?"
@@ -647,38 +646,27 @@ async def test_failed_turn_count_resets_on_success_and_ends_the_call_at_the_limi
     stt, speech = ScriptedSTT(), ToneTTS()
     model = ScriptedLLM([refused, "Fine.", refused, refused])
     config = AgentConfig(greeting="Hi.", system_prompt="", max_failed_turns=2)
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    line = MemoryLine()
     session = CallSession(
         record=CallRecord("call-count"),
         config=config,
         # No cache: every line is synthesised, so the TTS sees the whole conversation.
         providers=Providers(stt=stt, llm=model, tts=speech, cache=SpeechCache(max_entries=0)),
-        send=send,
-        sample_rate=16000,
+        line=line,
     )
-    caller_audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def audio() -> AsyncIterator[bytes]:
-        while (pcm := await caller_audio.get()) is not None:
-            yield pcm
-
-    call = asyncio.create_task(session.run(audio()))
+    call = asyncio.create_task(session.run())
     expected = ["Hi.", config.fallback_line, "Fine.", config.fallback_line, config.goodbye_line]
     for turn in range(1, 5):
 
         def ready(lines: int = turn) -> bool:  # the greeting, then one line per turn so far
-            return len(speech.texts) >= lines and not session._bot_busy()
+            return len(speech.texts) >= lines and not session.bot_busy()
 
         await eventually(ready)
         await stt.queue.put(STTEvent(STTEventKind.FINAL, f"words {turn}", speech_final=True))
-    await eventually(lambda: disconnect() in sent)
+    await eventually(lambda: "hang_up" in line.kinds())
     assert speech.texts == expected
-    assert sent[-1] == disconnect() and session.end_reason == "2 failed turns in a row"
-    caller_audio.put_nowait(None)  # hang up
+    assert line.kinds()[-1] == "hang_up" and session.end_reason == "2 failed turns in a row"
+    line.caller_hangs_up()
     await call
     assert not session_tasks()
 
@@ -689,32 +677,22 @@ async def test_stt_ending_while_the_call_is_being_handed_on_adds_no_second_hand_
     config = AgentConfig(
         greeting="Hi.", system_prompt="", max_failed_turns=1, transfer_number="+919000000002"
     )
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    line = MemoryLine()
     session = CallSession(
         record=CallRecord("call-one-hand-off"),
         config=config,
         providers=Providers(stt=stt, llm=ScriptedLLM([refused]), tts=speech, cache=SpeechCache()),
-        send=send,
-        sample_rate=16000,
+        line=line,
     )
-    caller_audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def audio() -> AsyncIterator[bytes]:
-        while (pcm := await caller_audio.get()) is not None:
-            yield pcm
-
-    call = asyncio.create_task(session.run(audio()))
-    await eventually(lambda: speech.texts == ["Hi."] and not session._bot_busy())
+    call = asyncio.create_task(session.run())
+    await eventually(lambda: speech.texts == ["Hi."] and not session.bot_busy())
     await stt.queue.put(STTEvent(STTEventKind.FINAL, "help", speech_final=True))
-    await eventually(lambda: any('"transfer"' in frame for frame in sent))
+    await eventually(lambda: "transfer" in line.kinds())
     stt.queue.put_nowait(None)  # and now speech recognition dies too
     await asyncio.sleep(0.3)
-    caller_audio.put_nowait(None)
+    line.caller_hangs_up()
     await call
-    assert [frame for frame in sent if '"transfer"' in frame] == [transfer("+919000000002")]
+    transfers = [a.number for a in line.actions if a.kind == "transfer"]
+    assert transfers == ["+919000000002"]
     assert config.transfer_line not in speech.texts  # no second hand-off line
     assert not session_tasks()
