@@ -58,7 +58,7 @@ from pipeline.retry import RetryPolicy
 from wire.sse import SseParser
 
 if TYPE_CHECKING:
-    from config.settings import Settings
+    from config.settings import KnowlaritySettings
 
 log = get_logger("KPI")
 stream_log = get_logger("KONNECT")
@@ -95,25 +95,25 @@ class KpiConfig:
     stream_backoff_max_s: float = 60.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KpiConfig:
+    def from_settings(cls, settings: KnowlaritySettings) -> KpiConfig:
         def secret(value: SecretStr | None) -> str | None:
             return (value.get_secret_value().strip() or None) if value is not None else None
 
         return cls(
-            api_key=secret(settings.knowlarity_api_key),
-            sr_api_key=secret(settings.knowlarity_sr_api_key),
-            base_url=settings.knowlarity_base_url,
-            channel=settings.knowlarity_channel,
-            k_number=settings.knowlarity_number,
-            agent_number=settings.knowlarity_agent_number,
-            notifications_url=settings.knowlarity_notifications_url,
-            timeout_s=settings.knowlarity_timeout_s,
-            connect_timeout_s=settings.knowlarity_connect_timeout_s,
-            retries=settings.knowlarity_retries,
-            retry_backoff_s=settings.knowlarity_retry_backoff_s,
-            stream_idle_timeout_s=settings.knowlarity_stream_idle_timeout_s,
-            stream_backoff_initial_s=settings.knowlarity_stream_backoff_initial_s,
-            stream_backoff_max_s=settings.knowlarity_stream_backoff_max_s,
+            api_key=secret(settings.api_key),
+            sr_api_key=secret(settings.sr_api_key),
+            base_url=settings.base_url,
+            channel=settings.channel,
+            k_number=settings.number,
+            agent_number=settings.agent_number,
+            notifications_url=settings.notifications_url,
+            timeout_s=settings.timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            retries=settings.retries,
+            retry_backoff_s=settings.retry_backoff_s,
+            stream_idle_timeout_s=settings.stream_idle_timeout_s,
+            stream_backoff_initial_s=settings.stream_backoff_initial_s,
+            stream_backoff_max_s=settings.stream_backoff_max_s,
         )
 
     @property

@@ -73,17 +73,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {
-        "host": args.host or settings.host,
-        "port": settings.port if args.port is None else args.port,
-        "log_level": settings.log_level.lower(),
+        "host": args.host or settings.server.host,
+        "port": settings.server.port if args.port is None else args.port,
+        "log_level": settings.server.log_level.lower(),
         "ws": "websockets-sansio",
         # Refuse an oversized WebSocket message (1009) after reading only its frame header,
         # before the server buffers it; uvicorn's own default is 16 MiB.
-        "ws_max_size": settings.max_frame_bytes,
+        "ws_max_size": settings.stream.max_frame_bytes,
         "access_log": args.access_log,
         # X-Forwarded-For is believed from TRUSTED_PROXIES only (uvicorn would trust
         # 127.0.0.1 by default), so uvicorn's client address and our IP check agree.
-        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+        "forwarded_allow_ips": ",".join(settings.stream.trusted_proxies),
     }
     # SIGTERM drains the calls first (server.lifecycle hooks uvicorn's signal handler).
     uvicorn.run("server:app", reload=args.reload, **options)

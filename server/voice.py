@@ -72,8 +72,10 @@ async def handle_call(websocket: WebSocket, state: AppState, path_token: str | N
     """One ``/voice`` connection: admission, then the call (``path_token`` from /voice/{t})."""
     refusal = admission_refusal(websocket, state, path_token)
     calls = state.lifecycle.calls
-    if refusal is None and not calls.try_admit(state.settings.max_calls):
-        refusal = Refusal(503, f"at MAX_CALLS ({state.settings.max_calls} calls in progress)")
+    if refusal is None and not calls.try_admit(state.settings.stream.max_calls):
+        refusal = Refusal(
+            503, f"at MAX_CALLS ({state.settings.stream.max_calls} calls in progress)"
+        )
     if refusal is not None:
         await _refuse(websocket, refusal)
         return
@@ -90,14 +92,14 @@ def admission_refusal(
     settings = state.settings
     if state.lifecycle.draining:
         return Refusal(503, "the server is shutting down")
-    expected = settings.voice_ws_token
-    if expected is not None and settings.voice_auth_configured:
+    expected = settings.stream.voice_ws_token
+    if expected is not None and settings.stream.auth_configured:
         given = path_token if path_token is not None else websocket.query_params.get("token")
         if not tokens_match(given, expected.get_secret_value().strip()):
             return Refusal(403, "missing or wrong stream token")
-    if settings.voice_allowed_ips:
+    if settings.stream.voice_allowed_ips:
         ip = _client_ip(websocket, settings)
-        if not ip_allowed(ip, _networks(settings.voice_allowed_ips)):
+        if not ip_allowed(ip, _networks(settings.stream.voice_allowed_ips)):
             return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS")
     return None
 
@@ -110,7 +112,7 @@ def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
 def _client_ip(websocket: WebSocket, settings: Settings) -> str | None:
     peer = websocket.client.host if websocket.client is not None else None
     forwarded = websocket.headers.getlist("x-forwarded-for")
-    return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
+    return client_ip(peer, forwarded, _networks(settings.stream.trusted_proxies))
 
 
 class UvicornNoiseFilter(logging.Filter):
@@ -173,7 +175,9 @@ async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
 
 
 async def _serve_call(websocket: WebSocket, state: AppState) -> None:
-    rate = call_sample_rate(websocket.query_params.get("sample_rate"), state.settings.sample_rate)
+    rate = call_sample_rate(
+        websocket.query_params.get("sample_rate"), state.settings.stream.sample_rate
+    )
     await websocket.accept()
     context = call_id_var.set("-")
     record: CallRecord | None = None
@@ -181,7 +185,7 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
         metadata, early_audio = await _read_metadata(websocket, state.settings)
         call_id_var.set(metadata.call_id)
         _log_metadata(metadata, rate)
-        missing = state.settings.missing_providers()
+        missing = state.missing()
         if missing:
             log.error("Missing settings for a live call: %s", ", ".join(missing))
         record = state.registry.add(
@@ -196,8 +200,8 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
         line = KnowlarityLine(
             websocket,
             sample_rate=rate,
-            chunk_ms=state.settings.audio_chunk_ms,
-            max_frame_bytes=state.settings.max_frame_bytes,
+            chunk_ms=state.settings.stream.audio_chunk_ms,
+            max_frame_bytes=state.settings.stream.max_frame_bytes,
             early_audio=early_audio,
         )
         session = CallSession(
@@ -206,7 +210,7 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
             providers=state.providers,
             line=line,
             events=state.events,
-            language=state.settings.deepgram_language,
+            language=state.settings.deepgram.language,
         )
         try:
             with state.lifecycle.calls.session(metadata.call_id, session):
@@ -245,7 +249,7 @@ async def _read_metadata(
         return metadata, None
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
-    check_size(message, settings.max_frame_bytes)
+    check_size(message, settings.stream.max_frame_bytes)
     text = message.get("text")
     if text is None:
         metadata = generated_metadata()
@@ -253,7 +257,7 @@ async def _read_metadata(
         log.error("Audio arrived before metadata; serving the call as %s", metadata.call_id)
         return metadata, message.get("bytes")
     try:
-        return parse_metadata(text, max_bytes=settings.max_metadata_bytes), None
+        return parse_metadata(text, max_bytes=settings.stream.max_metadata_bytes), None
     except MetadataError as exc:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)

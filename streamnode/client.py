@@ -63,7 +63,7 @@ class ReceivedEvent:
 
 
 def format_metadata(metadata: Mapping[str, Any]) -> str:
-    """The seed's form: a JSON string wrapping a Python-style single-quoted dict."""
+    """The documented form: a JSON string wrapping a Python-style single-quoted dict."""
     return json.dumps(str(dict(metadata)))
 
 
@@ -103,7 +103,6 @@ class StreamNodeClient:
         self.transfer_destination: str | None = None
         self.last_play_at: float | None = None
         self.received_audio_ms = 0.0  # every playAudio's duration, kept even without PCM
-        self.connected_at: float | None = None
         self.metadata_sent_at: float | None = None
         self.max_send_lag_ms = 0.0  # how far behind schedule pacing ever fell
         self._ws: ClientConnection | None = None
@@ -141,7 +140,6 @@ class StreamNodeClient:
             max_size=MAX_FRAME_BYTES,
             compression=None,  # the node sends raw PCM; deflate would only cost CPU
         )
-        self.connected_at = _now()
         self._receiver = asyncio.create_task(self._receive(self._ws))
 
     async def close(self, code: int = 1000) -> None:
@@ -186,7 +184,7 @@ class StreamNodeClient:
     # --- sending ------------------------------------------------------------------
 
     async def send_metadata(self, raw: str | Mapping[str, Any]) -> float:
-        """Send the metadata frame; a mapping goes in the seed's form, a str verbatim.
+        """Send the metadata frame; a mapping goes in the documented form, a str verbatim.
 
         Returns the monotonic time it was sent (the start of greeting latency).
         """

@@ -227,7 +227,7 @@ async def test_service_consumes_and_matches_events_to_calls(
         )
     )
     other = registry.add(CallRecord(call_id="call-7", virtual_number=K_NUMBER, started_at=now))
-    service = KpiService(fake.settings(), registry)
+    service = KpiService(fake.settings().knowlarity, registry)
     with caplog.at_level(logging.INFO, logger="voice.KONNECT"):
         await service.start()
         await service.start()  # idempotent: still one consumer, one stream

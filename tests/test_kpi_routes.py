@@ -43,7 +43,7 @@ async def fake() -> AsyncIterator[FakeKpi]:
 
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, KpiService]]:
-    service = KpiService(settings, CallRegistry())
+    service = KpiService(settings.knowlarity, CallRegistry())
     app = FastAPI()
     app.include_router(build_router(lambda: service))
     try:

@@ -75,17 +75,17 @@ def test_settings_channel_any_case_and_secrets() -> None:
         admin_api_token="admin-token-9",
         knowlarity_base_url="https://kpi.example/",
     )
-    assert settings.knowlarity_channel == "Enterprise"
-    assert settings.knowlarity_base_url == "https://kpi.example"
+    assert settings.knowlarity.channel == "Enterprise"
+    assert settings.knowlarity.base_url == "https://kpi.example"
     assert {"api-key-1234", "sr-key-5678", "admin-token-9"} <= set(settings.secrets())
-    assert settings.kpi_configured
-    assert settings.konnect_configured
+    assert settings.knowlarity.kpi_configured
+    assert settings.knowlarity.konnect_configured
     bare = Settings(_env_file=None)
-    assert bare.knowlarity_base_url == "https://kpi.knowlarity.com"
-    assert bare.knowlarity_notifications_url == "https://konnect.knowlarity.com:8100"
-    assert bare.knowlarity_channel == "Basic"
-    assert not bare.kpi_configured
-    assert not bare.konnect_configured
+    assert bare.knowlarity.base_url == "https://kpi.knowlarity.com"
+    assert bare.knowlarity.notifications_url == "https://konnect.knowlarity.com:8100"
+    assert bare.knowlarity.channel == "Basic"
+    assert not bare.knowlarity.kpi_configured
+    assert not bare.knowlarity.konnect_configured
 
 
 # --- request builders ---------------------------------------------------------------------

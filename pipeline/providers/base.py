@@ -124,8 +124,7 @@ class ProviderError(Exception):
     (``raise ProviderError(...) from exc``), so the session never sees a vendor type::
 
         ProviderError            retryable per status: 408/409/425/429/5xx yes, other 4xx no
-         ├── ProviderTimeout     connect, first byte/token/audio, or idle gap exceeded (retryable)
-         └── ProviderNotConfigured   a key or setting is missing (never retryable)
+         └── ProviderTimeout     connect, first byte/token/audio, or idle gap exceeded (retryable)
     """
 
     def __init__(
@@ -153,11 +152,6 @@ class ProviderTimeout(ProviderError):
         super().__init__(provider, f"{phase} timeout after {limit_s:g} s", retryable=True)
         self.phase = phase
         self.limit_s = limit_s
-
-
-class ProviderNotConfigured(ProviderError):
-    def __init__(self, provider: str, setting: str) -> None:
-        super().__init__(provider, f"{setting} is not set", retryable=False)
 
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})

@@ -18,6 +18,7 @@ import httpx
 
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
+from config.settings import CartesiaSettings
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
 from pipeline.retry import PhaseClock
 from wire.sse import SseParser
@@ -60,37 +61,25 @@ def error_from_response(
 class CartesiaTTS:
     name = "cartesia"
 
-    def __init__(
-        self,
-        *,
-        http: httpx.AsyncClient,
-        api_key: str,
-        voice_id: str,
-        base_url: str,
-        model: str,
-        version: str,
-        language: str = "en",
-        connect_timeout_s: float = 2.0,
-        first_audio_timeout_s: float = 1.0,
-        idle_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, settings: CartesiaSettings, *, http: httpx.AsyncClient) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + "/tts/sse"
+        self._url = settings.base_url.rstrip("/") + "/tts/sse"
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self._headers = {
             "X-API-Key": api_key,
-            "Cartesia-Version": version,
+            "Cartesia-Version": settings.version,
             "Accept": "text/event-stream",
         }
-        self.voice_id = voice_id
-        self.model = model
-        self.language = language
-        self.connect_timeout_s = connect_timeout_s
-        self.first_audio_timeout_s = first_audio_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.voice_id = settings.voice_id or ""
+        self.model = settings.model
+        self.language = settings.language
+        self.connect_timeout_s = settings.connect_timeout_s
+        self.first_audio_timeout_s = settings.first_audio_timeout_s
+        self.idle_timeout_s = settings.idle_timeout_s
         # httpx's read timeout is a backstop; synthesize() times audio itself, because
         # bytes that are not audio (SSE comments, empty events) must not reset the clock.
-        backstop = max(first_audio_timeout_s, idle_timeout_s) + 1.0
-        self._timeout = httpx.Timeout(backstop, connect=connect_timeout_s)
+        backstop = max(settings.first_audio_timeout_s, settings.idle_timeout_s) + 1.0
+        self._timeout = httpx.Timeout(backstop, connect=settings.connect_timeout_s)
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client is the app's, shared with the KPI client."""

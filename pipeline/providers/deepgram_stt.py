@@ -26,6 +26,7 @@ from deepgram.core.api_error import ApiError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from config.logs import get_logger
+from config.settings import DeepgramSettings
 from pipeline.providers.base import ProviderError, STTEvent, STTEventKind, status_error
 from pipeline.retry import RetryPolicy, time_limit
 
@@ -89,31 +90,14 @@ def event_from_message(message: Any) -> STTEvent | None:
 class DeepgramSTT:
     name = "deepgram"
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str,
-        model: str,
-        language: str,
-        endpointing_ms: int = 300,
-        utterance_end_ms: int = 1000,
-        keepalive_s: float = 4.0,
-        max_buffer_s: float = 10.0,
-        connect_timeout_s: float = 3.0,
-        stall_timeout_s: float = 1.5,
-        max_outage_s: float = 10.0,
-    ) -> None:
-        self._client = AsyncDeepgramClient(api_key=api_key, environment=environment_for(base_url))
-        self.model = model
-        self.language = language
-        self.endpointing_ms = endpointing_ms
-        self.utterance_end_ms = utterance_end_ms
-        self.keepalive_s = keepalive_s
-        self.max_buffer_s = max_buffer_s
-        self.connect_timeout_s = connect_timeout_s
-        self.stall_timeout_s = stall_timeout_s
-        self.max_outage_s = max_outage_s
+    def __init__(self, settings: DeepgramSettings, *, max_buffer_s: float = 10.0) -> None:
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        self._client = AsyncDeepgramClient(
+            api_key=api_key, environment=environment_for(settings.base_url)
+        )
+        self.settings = settings
+        self.model = settings.model
+        self.max_buffer_s = max_buffer_s  # caller audio held while reconnecting
 
     def stream(self, sample_rate: int) -> DeepgramStream:
         return DeepgramStream(self, sample_rate)
@@ -122,15 +106,16 @@ class DeepgramSTT:
         """Nothing process-wide to release: each call's stream closes its own socket."""
 
     def connect_options(self, sample_rate: int) -> dict[str, Any]:
+        settings = self.settings
         return {
-            "model": self.model,
-            "language": self.language,
+            "model": settings.model,
+            "language": settings.language,
             "encoding": "linear16",
             "sample_rate": sample_rate,
             "channels": 1,
             "interim_results": "true",
-            "endpointing": self.endpointing_ms,
-            "utterance_end_ms": self.utterance_end_ms,
+            "endpointing": settings.endpointing_ms,
+            "utterance_end_ms": settings.utterance_end_ms,
             "vad_events": "true",
             "smart_format": "true",
             "punctuate": "true",
@@ -304,7 +289,7 @@ class DeepgramStream:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-        limit = self._provider.max_outage_s
+        limit = self._provider.settings.max_outage_s
         if now - self._down_since < limit:
             return False
         self.failure = ProviderError(_PROVIDER, f"no transcripts for {limit:g} s", retryable=True)
@@ -320,7 +305,7 @@ class DeepgramStream:
         options = provider.connect_options(self._sample_rate)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                async with time_limit(provider.connect_timeout_s, _PROVIDER, "connect"):
+                async with time_limit(provider.settings.connect_timeout_s, _PROVIDER, "connect"):
                     connection = await stack.enter_async_context(
                         provider._client.listen.v1.connect(**options)
                     )
@@ -363,13 +348,14 @@ class DeepgramStream:
 
     async def _watch_stall(self) -> str:
         """Return (a reason) once speech went out and nothing came back for too long."""
-        stall_s = self._provider.stall_timeout_s
+        stall_s = self._provider.settings.stall_timeout_s
         while True:
             due = self._unanswered.stalled_at(stall_s)
             now = time.monotonic()
             idle = now - self._last_sent
             if not self._flush_due and (
-                idle >= self._provider.keepalive_s or (self._pending and idle >= FLUSH_AFTER_S)
+                idle >= self._provider.settings.keepalive_s
+                or (self._pending and idle >= FLUSH_AFTER_S)
             ):
                 self._flush_due = True
                 self._wakeup.set()
@@ -413,7 +399,7 @@ class DeepgramStream:
 
     async def _send_loop(self, connection: Any) -> None:
         # No timer per frame: the stall watch (awake every 100 ms anyway) sets _flush_due.
-        keepalive_s = self._provider.keepalive_s
+        keepalive_s = self._provider.settings.keepalive_s
         self._last_sent = time.monotonic()
         pending = self._pending
         while True:

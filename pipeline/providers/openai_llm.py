@@ -15,6 +15,7 @@ from typing import Any
 import openai
 
 from config.logs import get_logger
+from config.settings import OpenAISettings
 from pipeline.providers.base import (
     LLMEvent,
     Message,
@@ -93,31 +94,20 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 class OpenAILLM:
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str,
-        model: str,
-        temperature: float = 0.6,
-        max_tokens: int = 300,
-        connect_timeout_s: float = 2.0,
-        first_token_timeout_s: float = 1.5,
-        idle_timeout_s: float = 3.0,
-        name: str = _PROVIDER,
-    ) -> None:
+    def __init__(self, settings: OpenAISettings, *, name: str = _PROVIDER) -> None:
         self.name = name
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.first_token_timeout_s = first_token_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.model = settings.model
+        self.temperature = settings.temperature
+        self.max_tokens = settings.max_tokens
+        self.first_token_timeout_s = settings.first_token_timeout_s
+        self.idle_timeout_s = settings.idle_timeout_s
         # The HTTP read timeout is only a backstop: a server can keep bytes flowing (role
         # chunks, keep-alive comments) without a token, so stream() times tokens itself.
-        backstop = max(first_token_timeout_s, idle_timeout_s) + 1.0
-        timeout = openai.Timeout(backstop, connect=connect_timeout_s)
+        backstop = max(settings.first_token_timeout_s, settings.idle_timeout_s) + 1.0
+        timeout = openai.Timeout(backstop, connect=settings.connect_timeout_s)
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key, base_url=settings.base_url, max_retries=0, timeout=timeout
         )
 
     async def stream(
