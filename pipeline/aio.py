@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from config.logs import get_logger
 
 log = get_logger("SESSION")
+
+
+class Closing(abc.ABC):
+    """``async with obj:`` closes ``obj`` with :meth:`aclose` at the end of the block."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import httpx
 
 from config.settings import Settings
-from pipeline.call.session import Providers
+from pipeline.call.providers import Providers
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT

@@ -13,7 +13,7 @@ import httpx
 
 from config.settings import Settings
 from pipeline.agent import AgentConfig
-from pipeline.call.session import Providers
+from pipeline.call.providers import Providers
 from pipeline.call_record import CallRegistry
 from pipeline.events import CallEventHub
 from server.lifecycle import Lifecycle

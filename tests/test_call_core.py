@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
-from pipeline.call.session import CallSession, Providers
+from pipeline.call.providers import Providers
+from pipeline.call.session import CallSession
 from pipeline.call.state import CallState
 from pipeline.call_record import CallRecord
 from pipeline.events import BargeIn, CallEnded, CallEvent, TurnTimings

@@ -10,9 +10,8 @@ without sockets at the bottom.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +19,10 @@ import httpx2
 import openai
 import pytest
 
-from audio.wav import read_wav_file
 from pipeline.agent import AgentConfig
+from pipeline.call.providers import Providers
 from pipeline.call.reply import retry_delay
-from pipeline.call.session import CallSession, Providers
+from pipeline.call.session import CallSession
 from pipeline.call_record import CallRecord
 from pipeline.providers.base import (
     LLMEvent,
@@ -44,8 +43,15 @@ from pipeline.speech_cache import SpeechCache
 from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
 from testkit.memory import MemoryLine, ScriptedLLM, ScriptedSTT, ToneTTS
-from tests.caller import CallerLine, session_tasks, wait_until_quiet
-from tests.conftest import FIXTURES, StartServer, VoiceServer
+from tests.caller import (
+    CallerLine,
+    eventually,
+    fixture_pcm,
+    live_call,
+    session_tasks,
+    wait_until_quiet,
+)
+from tests.conftest import StartServer, VoiceServer
 
 SPEECH_WITHIN_S = 3.0  # the product requirement, not a tuning knob
 QUESTION = "What time do you open tomorrow?"
@@ -60,16 +66,6 @@ FAST = {
 }
 
 
-def fixture_pcm(name: str) -> bytes:
-    return read_wav_file(FIXTURES / name).pcm
-
-
-async def eventually(probe: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not probe():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 async def start(fakes: FakeProviders, start_server: StartServer, **overrides: Any) -> VoiceServer:
     """Our server with short timeouts, once its fixed lines are cached."""
     # Shorter synthetic speech keeps the suite fast; it changes no protocol behaviour.
@@ -79,20 +75,6 @@ async def start(fakes: FakeProviders, start_server: StartServer, **overrides: An
     # Faults queued before the warm-up finished would hit the warm-up instead of the call.
     await eventually(lambda: len(server.state.providers.cache) >= lines)
     return server
-
-
-@contextlib.asynccontextmanager
-async def live_call(
-    server: VoiceServer, call_id: str
-) -> AsyncIterator[tuple[StreamNodeClient, CallerLine]]:
-    """A connected call, past its greeting, with the caller line streaming silence."""
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": call_id})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            yield node, line
 
 
 async def ask(node: StreamNodeClient, line: CallerLine, pcm: bytes) -> tuple[float, float]:
@@ -171,7 +153,7 @@ async def test_deepgram_closes_1011_mid_utterance_reconnects_and_answers(
     # Audio time on the socket: ~0.3 s of greeting, then speech from ~0.6 s to ~2.3 s.
     fakes.deepgram.close_after_audio_s = 1.3
     server = await start(fakes, start_server)
-    async with live_call(server, "call-dg-1011") as (node, line):
+    async with live_call(server.url, "call-dg-1011") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("question.wav"))
         await wait_until_quiet(node)
     report("deepgram 1011 mid-utterance", latency)
@@ -191,7 +173,7 @@ async def test_deepgram_stall_is_a_dead_stream_reconnect_and_replay(
     fakes.openai.replies.append(llm.Text(ANSWER))
     server = await start(fakes, start_server)
     question = fixture_pcm("question.wav")
-    async with live_call(server, "call-dg-stall") as (node, line):
+    async with live_call(server.url, "call-dg-stall") as (node, line):
         fakes.deepgram.stall = True  # audio is accepted, nothing comes back
         line.say(question)
         await fakes.deepgram.wait_for_connections(2, timeout_s=10)
@@ -262,7 +244,7 @@ async def test_deepgram_stalled_on_every_socket_ends_with_apology(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
     server = await start(fakes, start_server, deepgram_max_outage_s=1.0)
-    async with live_call(server, "call-dg-stuck") as (node, line):
+    async with live_call(server.url, "call-dg-stuck") as (node, line):
         fakes.deepgram.stall = True  # and it stays stalled
         ended, latency = await ask(node, line, fixture_pcm("question.wav"))
         gone = await node.wait_for("disconnect", timeout=10)
@@ -292,7 +274,7 @@ async def test_openai_fault_is_retried_within_the_turn(
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([fault, llm.Text(ANSWER)])
     server = await start(fakes, start_server)
-    async with live_call(server, "call-openai") as (node, line):
+    async with live_call(server.url, "call-openai") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report(f"openai {type(fault).__name__}", latency)
@@ -315,7 +297,7 @@ async def test_openai_429_asking_for_more_than_the_turn_has_apologises_at_once(
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([llm.HttpError(429, retry_after_s=30), llm.Text(ANSWER)])
     server = await start(fakes, start_server)
-    async with live_call(server, "call-openai-429-long") as (node, line):
+    async with live_call(server.url, "call-openai-429-long") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report("openai 429 retry-after 30 s (fallback line)", latency)
@@ -341,7 +323,7 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
             openai_fallback_model="backup-model",
             openai_fallback_api_key="fallback-key",
         )
-        async with live_call(server, "call-failover") as (node, line):
+        async with live_call(server.url, "call-failover") as (node, line):
             _, latency = await ask(node, line, fixture_pcm("stop.wav"))
             await wait_until_quiet(node)
         report("openai failover (primary stall)", latency)
@@ -372,7 +354,7 @@ async def test_cartesia_fault_before_audio_is_retried(
     fakes.openai.replies.extend([llm.Text(ANSWER), llm.Text(ANSWER)])
     server = await start(fakes, start_server)
     fakes.cartesia.faults.append(fault)
-    async with live_call(server, "call-cartesia") as (node, line):
+    async with live_call(server.url, "call-cartesia") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report(f"cartesia {type(fault).__name__}", latency)
@@ -391,7 +373,7 @@ async def test_cartesia_stall_mid_stream_then_fallback_line(
     server = await start(fakes, start_server)
     # 171 ms of audio, then silence: one 100 ms chunk reaches the caller before the stall.
     fakes.cartesia.faults.append(tts.Stall(after_chunks=3))
-    async with live_call(server, "call-tts-stall") as (node, line):
+    async with live_call(server.url, "call-tts-stall") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         (stalled,) = [r for r in fakes.cartesia.requests if r.transcript == ANSWER]
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
@@ -414,7 +396,7 @@ async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
     fakes.openai.replies.extend([llm.Text(ANSWER)] * 8)
     server = await start(fakes, start_server)
     fakes.cartesia.faults.extend([tts.HttpError(503)] * 50)
-    async with live_call(server, "call-tts-down") as (node, line):
+    async with live_call(server.url, "call-tts-down") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
@@ -434,7 +416,7 @@ async def test_uncached_fallback_with_tts_down_ends_the_call_instead_of_silence(
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     server = await start(fakes, start_server)
-    async with live_call(server, "call-no-cache") as (node, line):
+    async with live_call(server.url, "call-no-cache") as (node, line):
         server.state.providers.cache.clear()  # e.g. the warm-up failed at start-up
         fakes.cartesia.faults.extend([tts.HttpError(500)] * 50)
         line.say(fixture_pcm("stop.wav"))
@@ -455,7 +437,7 @@ async def test_consecutive_failed_turns_end_with_goodbye_then_transfer(
     fakes.deepgram.utterances.extend([QUESTION, QUESTION])
     fakes.openai.replies.extend([llm.HttpError(401), llm.HttpError(401)])  # not retryable
     server = await start(fakes, start_server, max_failed_turns=2, transfer_number="+919000000001")
-    async with live_call(server, "call-give-up") as (node, line):
+    async with live_call(server.url, "call-give-up") as (node, line):
         first_end, first = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
         second_end, second = await ask(node, line, fixture_pcm("stop.wav"))

@@ -6,5 +6,6 @@
 - :mod:`pipeline.call.reply`: one reply (LLM -> sentences -> TTS -> line), with retries.
 - :mod:`pipeline.call.ending`: goodbye, hand-off, and the silence / call-length limits.
 - :mod:`pipeline.call.feed`: the call events it publishes (:mod:`pipeline.events`).
+- :mod:`pipeline.call.providers`: what a call is built from (one provider per stage).
 - :mod:`pipeline.call.turn`: one turn and what became of it.
 """

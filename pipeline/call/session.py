@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from config.logs import get_logger
@@ -32,6 +31,7 @@ from pipeline.call.ending import (
 )
 from pipeline.call.feed import CallFeed, Outcome
 from pipeline.call.listening import Interrupt, Listening
+from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
 from pipeline.call.state import CallState, CallStatus
 from pipeline.call.turn import Turn
@@ -40,41 +40,10 @@ from pipeline.events import CallEvents, EndReason, NullEvents
 from pipeline.history import History
 from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
-from pipeline.providers.base import (
-    LanguageModel,
-    ProviderError,
-    SpeechToText,
-    STTEvent,
-    STTStream,
-    TextToSpeech,
-)
-from pipeline.speech_cache import SpeechCache
+from pipeline.providers.base import ProviderError, STTEvent, STTStream
 
 log = get_logger("SESSION")
 ws_log = get_logger("KNOWLARITY")
-
-
-@dataclass(slots=True)
-class Providers:
-    """What a call is built from (None where a stage is not configured)."""
-
-    stt: SpeechToText | None
-    llm: LanguageModel | None
-    tts: TextToSpeech | None
-    cache: SpeechCache = field(default_factory=SpeechCache)
-
-    def missing(self) -> list[str]:
-        names = {"STT": self.stt, "LLM": self.llm, "TTS": self.tts}
-        return [name for name, provider in names.items() if provider is None]
-
-    def names(self) -> dict[str, str]:
-        stages = {"stt": self.stt, "llm": self.llm, "tts": self.tts}
-        return {stage: p.name for stage, p in stages.items() if p is not None}
-
-    async def aclose(self) -> None:
-        for provider in (self.stt, self.llm, self.tts):
-            if provider is not None:
-                await provider.aclose()
 
 
 class CallSession:

@@ -8,6 +8,9 @@ it reconnects while holding the caller's audio in a bounded buffer.
 A socket can also die silently: audio goes out, nothing comes back. Once the caller has
 spoken for a while and no message of any kind arrived for ``stall_timeout_s``, the stream
 is treated as dead: it reconnects and replays the unanswered speech on the new socket.
+
+(Over 400 lines on purpose: the send loop, the receive loop, keep-alive, the stall watch
+and the reconnect share one socket's state and are only correct together.)
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
@@ -27,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from config.logs import get_logger
 from config.settings import DeepgramSettings
+from pipeline.aio import Closing
 from pipeline.providers.base import ProviderError, STTEvent, STTEventKind, status_error
 from pipeline.retry import RetryPolicy, time_limit
 
@@ -166,7 +169,7 @@ class _Unanswered:
         return self.since + stall_s
 
 
-class DeepgramStream:
+class DeepgramStream(Closing):
     """One live transcription stream for one call, surviving socket drops."""
 
     def __init__(self, provider: DeepgramSTT, sample_rate: int) -> None:
@@ -192,17 +195,9 @@ class DeepgramStream:
         self.connections = 0
         self.failure: ProviderError | None = None
 
-    async def __aenter__(self) -> DeepgramStream:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="deepgram-stream")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._closing = True
