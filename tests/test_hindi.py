@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from audio.wav import read_wav_file
+from config.settings import CartesiaSettings, DeepgramSettings, OpenAISettings
 from pipeline.language import HINDI_LINES, CallLanguage, FixedLines, canonical_code, choose_language
 from pipeline.providers.base import STTEventKind
 from pipeline.providers.cartesia_tts import CartesiaTTS
@@ -111,7 +112,7 @@ async def test_hindi_llm_reply_streams_sentence_by_sentence() -> None:
     """The OpenAI client against the fake: Devanagari deltas in, danda sentences out."""
     async with FakeOpenAI(api_key="k", first_token_ms=5, per_token_ms=1) as fake:
         fake.replies.append(llm.Text(HINDI_REPLY))
-        model = OpenAILLM(api_key="k", base_url=fake.base_url, model="gpt-4o-mini")
+        model = OpenAILLM(OpenAISettings(api_key="k", base_url=fake.base_url))
         splitter = SentenceSplitter()
         sentences: list[str] = []
         messages = [
@@ -143,7 +144,9 @@ async def test_deepgram_hindi_stream_sends_the_language_and_gets_devanagari(
     wav = read_wav_file(FIXTURES / "hi_question.wav")
     rate = wav.sample_rate
     async with FakeDeepgram(api_key="dg", utterances=[QUESTION_HI]) as fake:
-        stt = DeepgramSTT(api_key="dg", base_url=fake.url, model="nova-3", language=language)
+        stt = DeepgramSTT(
+            DeepgramSettings(api_key="dg", base_url=fake.url, model="nova-3", language=language)
+        )
         events = []
         async with stt.stream(rate) as stream:
             audio = wav.pcm + bytes(rate * 2 * 2)  # the question, then 2 s of silence
@@ -191,15 +194,10 @@ async def test_cartesia_hindi_request_carries_language_and_voice() -> None:
         FakeCartesia(api_key="ca", first_audio_ms=5, realtime_factor=50) as fake,
         httpx.AsyncClient() as http,
     ):
-        tts = CartesiaTTS(
-            http=http,
-            api_key="ca",
-            voice_id="hindi-voice",
-            base_url=fake.base_url,
-            model="sonic-3",
-            version="2025-04-16",
-            language="hi",
+        settings = CartesiaSettings(
+            api_key="ca", voice_id="hindi-voice", base_url=fake.base_url, language="hi"
         )
+        tts = CartesiaTTS(settings, http=http)
         pcm = b"".join([piece async for piece in tts.synthesize(HINDI_LINES.greeting, 8000)])
         [request] = fake.requests
     assert pcm
