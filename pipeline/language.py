@@ -9,12 +9,22 @@ the fixed lines (greeting, fallback, goodbye, hand-off, unavailable).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from config.logs import get_logger
+from config.settings import Settings
+from pipeline.agent import AgentConfig
 
-__all__ = ["HINDI_LINES", "CallLanguage", "FixedLines", "canonical_code", "choose_language"]
+__all__ = [
+    "HINDI_LINES",
+    "CallLanguage",
+    "FixedLines",
+    "call_languages",
+    "canonical_code",
+    "choose_language",
+]
 
 log = get_logger("SESSION")
 
@@ -66,6 +76,56 @@ class CallLanguage:
     tts_language: str  # Cartesia's language parameter: "en", "hi"
     tts_voice_id: str | None  # None: the TTS's configured voice
     lines: FixedLines
+
+    def agent(self, base: AgentConfig) -> AgentConfig:
+        """``base`` speaking this language's prompt and lines."""
+        lines = self.lines
+        return dataclasses.replace(
+            base,
+            greeting=lines.greeting,
+            system_prompt=lines.system_prompt,
+            fallback_line=lines.fallback_line,
+            goodbye_line=lines.goodbye_line,
+            transfer_line=lines.transfer_line,
+            unavailable_line=lines.unavailable_line,
+        )
+
+
+def call_languages(settings: Settings, base: AgentConfig) -> dict[str, CallLanguage]:
+    """``en`` from the plain settings (GREETING, DEEPGRAM_LANGUAGE, ...), ``hi`` from the
+    ``*_HI`` ones, each unset Hindi line falling back to the built-in one."""
+    english = CallLanguage(
+        code="en",
+        stt_language=settings.deepgram.language,
+        tts_language=settings.cartesia.language,
+        tts_voice_id=None,
+        lines=FixedLines(
+            greeting=base.greeting,
+            system_prompt=base.system_prompt,
+            fallback_line=base.fallback_line,
+            goodbye_line=base.goodbye_line,
+            transfer_line=base.transfer_line,
+            unavailable_line=base.unavailable_line,
+        ),
+    )
+    hindi = settings.hindi
+    default = HINDI_LINES
+    lines = FixedLines(
+        greeting=hindi.greeting or default.greeting,
+        system_prompt=hindi.system_prompt or default.system_prompt,
+        fallback_line=hindi.fallback_line or default.fallback_line,
+        goodbye_line=hindi.goodbye_line or default.goodbye_line,
+        transfer_line=hindi.transfer_line or default.transfer_line,
+        unavailable_line=hindi.unavailable_line or default.unavailable_line,
+    )
+    hindi_language = CallLanguage(
+        code="hi",
+        stt_language=hindi.deepgram_language,
+        tts_language=hindi.cartesia_language,
+        tts_voice_id=hindi.cartesia_voice_id,
+        lines=lines,
+    )
+    return {"en": english, "hi": hindi_language}
 
 
 def canonical_code(value: str) -> str | None:

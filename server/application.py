@@ -20,11 +20,13 @@ from config.settings import Settings, get_settings
 from kpi.routes import build_router
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.language import call_languages
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
-from server.providers import build_providers, choose
+from pipeline.turntaking.config import TurnTakingConfig
+from server.providers import build_providers, choose, providers_for_language
 from server.security import UrlRedactingFilter
-from server.state import AppState
+from server.state import AppState, CallSetup
 from server.voice import handle_call, uvicorn_noise_filter
 
 log = get_logger("SERVER")
@@ -41,11 +43,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
-        agent = AgentConfig.from_settings(settings.agent)
+        base_agent = AgentConfig.from_settings(settings.agent)
         choices = choose(settings)
-        providers = build_providers(settings, http, choices)
+        base = build_providers(settings, http, choices)
+        setups = {
+            code: CallSetup(
+                language,
+                language.agent(base_agent),
+                providers_for_language(settings, http, choices, base, language),
+            )
+            for code, language in call_languages(settings, base_agent).items()
+        }
+        default = setups[settings.hindi.default_language]
         state = AppState(
-            settings=settings, agent=agent, providers=providers, http=http, choices=choices
+            settings=settings,
+            agent=default.agent,
+            providers=default.providers,
+            http=http,
+            choices=choices,
+            setups=setups,
+            turn_taking=TurnTakingConfig.from_settings(
+                settings.turn, min_content_words=settings.agent.barge_in_min_words
+            ),
         )
         app.state.voice = state
         kpi = KpiService(settings.knowlarity, state.registry, http=http)
@@ -176,6 +195,10 @@ async def _warm(state: AppState) -> None:
         state.greeting_warmed.set()
     rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
+    for setup in state.setups.values():  # the other languages' lines, after the default's
+        other = setup.providers.tts
+        if other is not None and setup.agent is not state.agent:
+            await warm_lines(cache, other, setup.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 
 

@@ -22,6 +22,7 @@ import httpx
 
 from config.settings import Settings
 from pipeline.call.providers import Providers
+from pipeline.language import CallLanguage
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
@@ -126,3 +127,24 @@ def build_llm(settings: Settings) -> LanguageModel:
     if fallback is None:
         return primary
     return FailoverLLM(primary, OpenAILLM(fallback, name="openai-fallback"))
+
+
+def providers_for_language(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    choices: dict[Stage, Choice],
+    base: Providers,
+    language: CallLanguage,
+) -> Providers:
+    """``base`` listening and speaking ``language``: the cloud STT and TTS get its language
+    (and voice); the LLM, the local providers and the line cache are shared."""
+    stt, tts = base.stt, base.tts
+    deepgram, cartesia = settings.deepgram, settings.cartesia
+    if choices["stt"].provider == "deepgram" and language.stt_language != deepgram.language:
+        stt = DeepgramSTT(deepgram.model_copy(update={"language": language.stt_language}))
+    voice = language.tts_voice_id or cartesia.voice_id
+    wanted = (language.tts_language, voice)
+    if choices["tts"].provider == "cartesia" and wanted != (cartesia.language, cartesia.voice_id):
+        update = {"language": language.tts_language, "voice_id": voice}
+        tts = CartesiaTTS(cartesia.model_copy(update=update), http=http)
+    return Providers(stt=stt, llm=base.llm, tts=tts, cache=base.cache)

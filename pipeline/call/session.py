@@ -16,6 +16,7 @@ event loop's clock, so a test on a virtual-time loop passes ``loop.time``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -30,7 +31,7 @@ from pipeline.call.ending import (
     Ending,
 )
 from pipeline.call.feed import CallFeed, Outcome
-from pipeline.call.listening import Interrupt, Listening
+from pipeline.call.listening import BotState, Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
 from pipeline.call.state import CallState, CallStatus
@@ -41,9 +42,16 @@ from pipeline.history import History
 from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
 from pipeline.providers.base import ProviderError, STTEvent, STTStream
+from pipeline.turntaking.barge_in import Action, Decision
+from pipeline.turntaking.config import TurnTakingConfig
+from pipeline.turntaking.listener import CancelReply, Command, KeepReply, StartReply
 
 log = get_logger("SESSION")
 ws_log = get_logger("KNOWLARITY")
+
+_NUDGE = "nudge"  # inbox: the bot's state may have changed (audio started, a turn ended)
+_Input = STTEvent | bool | str | None  # STT event, VAD onset/offset, nudge, STT ended
+INBOX_SIZE = 256
 
 
 class CallSession:
@@ -57,6 +65,7 @@ class CallSession:
         events: CallEvents | None = None,
         language: str = "",
         clock: Callable[[], float] = time.monotonic,
+        turn_taking: TurnTakingConfig | None = None,
     ) -> None:
         self.record = record
         self._config = config
@@ -68,11 +77,19 @@ class CallSession:
         self._started = clock()
         self.status = CallStatus()
         self.feed = CallFeed(events or NullEvents(), record, clock, self._started)
-        self.playout = Playout(line, clock)
-        self.history = History(config.system_prompt, config.max_history_messages)
-        self.listening = Listening(
-            min_words=config.barge_in_min_words, clock=clock, started=self._started
+        taking = turn_taking or TurnTakingConfig.default(config.barge_in_min_words)
+        self.playout = Playout(
+            line,
+            clock,
+            lead_s=taking.playout_lead_ms / 1000,
+            start_s=taking.playout_start_ms / 1000,
         )
+        self.playout.on_start = self._nudge
+        self.history = History(config.system_prompt, config.max_history_messages)
+        self.listening = Listening(taking, started=self._started)
+        self._inbox: asyncio.Queue[_Input] = asyncio.Queue(maxsize=INBOX_SIZE)
+        self._speculative: Turn | None = None  # a preemptive reply waiting for its final
+        self._last_line = ""  # what the bot said last (a question makes "yes" a turn)
         tts = providers.tts
         self._speaker = Speaker(self.playout, tts, providers.cache, clock) if tts else None
         self._replier = (
@@ -153,7 +170,8 @@ class CallSession:
         assert stt is not None
         self._start_turn(self._speak_greeting())
         async with stt.stream(self._rate) as stream:
-            listener = asyncio.create_task(self._listen(stream), name="listen")
+            reader = asyncio.create_task(self._read_stt(stream), name="stt-events")
+            listener = asyncio.create_task(self._listen(), name="listen")
             watchdog = asyncio.create_task(self._watch_time(), name="watchdog")
             try:
                 async for pcm in self._line.audio():
@@ -161,9 +179,10 @@ class CallSession:
                     stream.send_audio(pcm)
             finally:
                 self.status.to(CallState.HUNG_UP)
-                for task in (watchdog, listener, self._end_task):
+                for task in (watchdog, listener, reader, self._end_task):
                     await self._cancel(task)
                 await self._cancel_turn()
+                await self.playout.aclose()
 
     async def _serve_unavailable(self, missing: list[str]) -> None:
         """Keys are missing: apologise if we can speak at all, then hand back to the IVR."""
@@ -178,8 +197,8 @@ class CallSession:
         while True:
             now = self._clock()
             quiet_since = max(self.listening.caller_active_at, self.playout.playing_until)
-            if self._turn_running():
-                quiet_since = now  # a reply is being prepared
+            if self._turn_running() or self.playout.speaking():
+                quiet_since = now  # a reply is being prepared, or still being sent
             reason = self._limits.reached(now, started=self._started, quiet_since=quiet_since)
             if reason is not None:
                 await self.end_call(reason, kind="timeout")
@@ -187,9 +206,69 @@ class CallSession:
             due = self._limits.next_check(started=self._started, quiet_since=quiet_since)
             await asyncio.sleep(due - now + 0.01)
 
-    async def _listen(self, stt: STTStream) -> None:
+    def voice_activity(self, speech: bool) -> None:
+        """The local VAD heard the caller start (``speech``) or stop speaking."""
+        try:
+            self._inbox.put_nowait(speech)
+        except asyncio.QueueFull:
+            log.warning("Turn-taking inbox full; a VAD %s was dropped", speech)
+
+    def _nudge(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._inbox.put_nowait(_NUDGE)
+
+    async def _read_stt(self, stt: STTStream) -> None:
         async for event in stt.events():
-            await self._on_stt_event(event)
+            await self._inbox.put(event)
+        await self._inbox.put(None)
+
+    async def _listen(self) -> None:
+        """Turn-taking: the caller's events and the reply's state in, commands carried out."""
+        while (item := await self._next_input()) is not None:
+            now = self._clock()
+            commands = self._sync_bot(now)
+            if isinstance(item, STTEvent):
+                self.feed.caller_speech(item)
+                commands += self.listening.hear(item, now)
+            elif isinstance(item, bool):
+                commands += self.listening.vad(item, now)
+            commands += self.listening.tick(now)
+            for command in commands:
+                await self._apply(command)
+        await self._recogniser_stopped()
+
+    async def _next_input(self) -> _Input:
+        """The next event, or a nudge once the next turn-taking deadline comes."""
+        due = self._wake_at()
+        if due is None:
+            return await self._inbox.get()
+        try:
+            async with asyncio.timeout(max(0.005, due - self._clock())):
+                return await self._inbox.get()
+        except TimeoutError:
+            return _NUDGE
+
+    def _wake_at(self) -> float | None:
+        times = [self.listening.deadline()]
+        if self.playout.speaking() and not self.playout.held:  # when the bot falls silent
+            times.append(self.playout.playing_until + self.playout.buffered_s)
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    def _bot_state(self) -> BotState:
+        if not self.status.takes_turns:
+            return BotState.SILENT  # winding down: no barge-in, no new turns
+        if self._speculative is not None:
+            return BotState.PREPARING  # its audio is held back until the final confirms it
+        if self.playout.speaking():
+            return BotState.SPEAKING
+        return BotState.PREPARING if self._turn_running() else BotState.SILENT
+
+    def _sync_bot(self, now: float) -> list[Command]:
+        state = self._bot_state()
+        return self.listening.bot(state, now, line=self._last_line)
+
+    async def _recogniser_stopped(self) -> None:
         if self.status.state is CallState.HUNG_UP:
             return
         log.error("Speech recognition stopped; ending the call")
@@ -208,26 +287,35 @@ class CallSession:
                 cut_in=False,
             )
 
-    async def _on_stt_event(self, event: STTEvent) -> None:
-        self.feed.caller_speech(event)
-        decisions = self.listening.hear(
-            event, bot_busy=self.bot_busy(), bot_speaking=self.playout.speaking()
-        )
-        for decision in decisions:
-            if isinstance(decision, Interrupt):
-                await self._interrupt(decision)
-                continue
-            text = self.listening.take_utterance()
-            if text and self.status.takes_turns:
-                log.info('End of utterance (%s) | text="%s"', decision.trigger, text)
-                await self._cancel_turn()
-                self.record.turns += 1
-                turn = Turn(text, started=self._clock(), number=self.record.turns)
-                self._start_turn(self._respond(turn))
+    async def _apply(self, command: Command) -> None:
+        if isinstance(command, Decision):
+            await self._barge_in(command)
+        elif isinstance(command, StartReply):
+            await self._start_reply(command)
+        elif isinstance(command, KeepReply):
+            await self._keep_reply(command)
+        elif isinstance(command, CancelReply):
+            await self._drop_reply(command)
 
-    async def _interrupt(self, interrupt: Interrupt) -> None:
-        """Caller words while the bot is busy: barge-in."""
-        words = interrupt.words
+    async def _barge_in(self, decision: Decision) -> None:
+        if not self.status.takes_turns:
+            return
+        onset = self.listening.onset_at
+        since = f"{(self._clock() - onset) * 1000:.0f}" if onset is not None else "-"
+        if decision.action is Action.PAUSE:
+            self.playout.hold("barge_in")
+            log.info(
+                "Barge-in? paused the reply (%s) | onset_to_pause_ms=%s", decision.reason, since
+            )
+        elif decision.action is Action.RESUME:
+            self.playout.release("barge_in")
+            log.info("Barge-in? no: resumed the reply (%s) | onset_ms=%s", decision.reason, since)
+        else:
+            await self._interrupt(decision.reason, since)
+
+    async def _interrupt(self, reason: str, since: str) -> None:
+        """Caller speech the bot must yield to: barge-in."""
+        words = self.listening.turns.utterance_text
         task = self._turn_task
         now = self._clock()
         if self.playout.speaking():
@@ -236,8 +324,9 @@ class CallSession:
             await self.playout.kill()
             self.record.barge_ins += 1
             ws_log.info(
-                'Barge-in | killAudio sent | onset_to_kill_ms=%.0f heard_words="%s"',
-                (self._clock() - interrupt.onset) * 1000,
+                'Barge-in | killAudio sent (%s) | onset_to_kill_ms=%s heard_words="%s"',
+                reason,
+                since,
                 words[:60],
             )
             await self._cancel_turn()
@@ -247,12 +336,55 @@ class CallSession:
                 self.history.revise(turn.history_entry, heard)
                 assert self._speaker is not None
                 self._speaker.audible_turn = None
+            self._last_line = heard
             self.feed.barge_in(turn.number if turn is not None else 0, heard, words, now)
         elif self._turn_running():
             log.info(
                 'Caller still speaking; reply cancelled before it was heard | "%s"', words[:60]
             )
             await self._cancel_turn()
+
+    async def _start_reply(self, command: StartReply) -> None:
+        if not self.status.takes_turns or self._replier is None:
+            return
+        await self._cancel_turn()
+        text = self.listening.claim(command.text, speculative=command.speculative)
+        turn = Turn(text, started=self._clock())
+        if command.speculative:
+            turn.speculative = True
+            self._speculative = turn
+            self.playout.hold("speculative")
+            log.info('Preemptive reply on the interim | text="%s"', command.text)
+        else:
+            self.record.turns += 1
+            turn.number = self.record.turns
+            log.info('End of utterance | text="%s"', command.text)
+        self._start_turn(self._respond(turn))
+
+    async def _keep_reply(self, command: KeepReply) -> None:
+        turn, self._speculative = self._speculative, None
+        if turn is None or turn.discarded:  # the speculative reply is gone: answer afresh
+            self.listening.discarded()
+            await self._start_reply(StartReply(command.text))
+            return
+        turn.user_text = self.listening.kept(command.text)
+        self.record.turns += 1
+        turn.number = self.record.turns
+        turn.kept.set()
+        self.playout.release("speculative")
+        log.info('Preemptive reply kept: the final matches | text="%s"', command.text)
+
+    async def _drop_reply(self, command: CancelReply) -> None:
+        turn, self._speculative = self._speculative, None
+        if turn is not None:
+            turn.discarded = True
+            self.listening.discarded()
+            log.info("Preemptive reply discarded: %s", command.reason)
+        else:
+            words = self.listening.turns.utterance_text
+            log.info('Reply cancelled (%s) | "%s"', command.reason, words[:60])
+        await self._cancel_turn()
+        self.playout.release("speculative")
 
     # -- turns ------------------------------------------------------------------------------
 
@@ -264,10 +396,14 @@ class CallSession:
         if previous is not None and not previous.done():
             previous.cancel()
         self._turn_task = asyncio.create_task(coro, name="turn")
+        self._turn_task.add_done_callback(lambda _: self._nudge())
 
     async def _cancel_turn(self) -> None:
         task, self._turn_task = self._turn_task, None
+        running = task is not None and not task.done()
         await self._cancel(task)
+        if running:
+            self.playout.discard()  # its audio not yet sent must not play
 
     async def _cancel(self, task: asyncio.Task[None] | None) -> None:
         if task is not None and task is not asyncio.current_task():
@@ -299,12 +435,16 @@ class CallSession:
                 await self._apologise(turn)
             else:
                 self._failed_turns = 0
+            if turn.speculative:
+                await turn.kept.wait()  # the final transcript decides; else it is cancelled
             turn.completed = True
         except asyncio.CancelledError:
             outcome = "interrupted"
-            if not turn.spans:
-                # Nothing was heard: fold these words into the caller's next utterance.
-                self.listening.carry(turn.user_text)
+            if not turn.heard:
+                # Nothing was heard: fold these words into the caller's next utterance
+                # (a discarded preemptive reply's words come again in the final).
+                if not turn.discarded:
+                    self.listening.carry(turn.user_text)
                 unheard = True
                 outcome = "unheard"
             raise
@@ -342,6 +482,7 @@ class CallSession:
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, self._clock())
         if text:
             turn.history_entry = self.history.add("assistant", text)
+            self._last_line = text
         if turn.spans:
             self.feed.agent_speech(turn, heard=text)
 
@@ -372,6 +513,8 @@ class CallSession:
 
     async def _goodbye(self, text: str, *, hand_on: bool, cut_in: bool) -> None:
         await self._cancel_turn()
+        for hold in ("barge_in", "speculative"):  # the last line is never held back
+            self.playout.release(hold)
         if cut_in and self.playout.speaking():
             await self.playout.kill()
         playout_s = GOODBYE_PLAYOUT_S if cut_in else UNAVAILABLE_PLAYOUT_S
@@ -380,14 +523,20 @@ class CallSession:
     def _log_summary(self) -> None:
         latencies = self.record.turn_latencies_ms
         duration = self._clock() - self._started
+        decider, guard = self.listening.turns.decider, self.listening.turns.guard
         ws_log.info(
             "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
-            "turn_first_audio_ms=%s%s",
+            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d%s",
             duration,
             self.record.turns,
             self.record.barge_ins,
             self.audio_bytes_in / (self._rate * 2),
             self.playout.audio_ms_sent / 1000,
             "[" + ",".join(f"{ms:.0f}" for ms in latencies) + "]",
+            decider.pauses,
+            decider.resumes,
+            guard.started,
+            guard.kept,
+            guard.discarded,
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from config.settings import TurnTakingSettings
 from pipeline.turntaking.barge_in import BargeInConfig
 from pipeline.turntaking.preemptive import PreemptiveConfig
 from pipeline.turntaking.words import DEFAULT_BACKCHANNELS, BackchannelClassifier
@@ -30,6 +31,32 @@ class TurnTakingConfig:
             )
         if self.backchannel_hold_s < 0:
             raise ValueError(f"backchannel_hold_s must be >= 0, got {self.backchannel_hold_s}")
+
+    @classmethod
+    def default(cls, min_content_words: int = 1) -> TurnTakingConfig:
+        return cls(barge_in=BargeInConfig(min_content_words=min_content_words))
+
+    @classmethod
+    def from_settings(
+        cls, settings: TurnTakingSettings, *, min_content_words: int = 1
+    ) -> TurnTakingConfig:
+        return cls(
+            barge_in=BargeInConfig(
+                window_ms=settings.barge_in_window_ms,
+                max_backchannel_ms=max(
+                    settings.barge_in_max_backchannel_ms, settings.barge_in_window_ms
+                ),
+                min_content_words=min_content_words,
+            ),
+            preemptive=PreemptiveConfig(
+                enabled=settings.preemptive_reply, quiet_ms=settings.preemptive_quiet_ms
+            ),
+            backchannels=settings.phrases or DEFAULT_BACKCHANNELS,
+            backchannel_max_words=settings.backchannel_max_words,
+            backchannel_hold_s=settings.backchannel_hold_s,
+            playout_lead_ms=settings.playout_lead_ms,
+            playout_start_ms=min(settings.playout_start_ms, settings.playout_lead_ms),
+        )
 
     def classifier(self) -> BackchannelClassifier:
         return BackchannelClassifier(self.backchannels, max_words=self.backchannel_max_words)
