@@ -195,10 +195,13 @@ async def _warm(state: AppState) -> None:
         state.greeting_warmed.set()
     rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
-    for setup in state.setups.values():  # the other languages' lines, after the default's
-        other = setup.providers.tts
-        if other is not None and setup.agent is not state.agent:
-            await warm_lines(cache, other, setup.agent.fixed_lines(), rates)
+    # The other language's lines too when it has a voice of its own (a bilingual server);
+    # otherwise each is cached by the first call that says it.
+    if state.settings.hindi.cartesia_voice_id:
+        for setup in state.setups.values():
+            other = setup.providers.tts
+            if other is not None and setup.agent is not state.agent:
+                await warm_lines(cache, other, setup.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 
 

@@ -36,6 +36,7 @@ class Listening:
         self._speculative_prefix = ""  # carried words a speculative reply took along
         self.caller_active_at = started  # last caller speech the VAD or recogniser reported
         self.onset_at: float | None = None  # the caller's latest speech onset (VAD)
+        self.last_line = ""  # what the bot said last: a question makes a lone "yes" a turn
 
     # -- inputs ------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ event loop's clock, so a test on a virtual-time loop passes ``loop.time``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import cancel_and_wait
+from pipeline.call.commands import TurnCommands
 from pipeline.call.ending import (
     GOODBYE_PLAYOUT_S,
     UNAVAILABLE_PLAYOUT_S,
@@ -31,6 +31,7 @@ from pipeline.call.ending import (
     Ending,
 )
 from pipeline.call.feed import CallFeed, Outcome
+from pipeline.call.inbox import Inbox
 from pipeline.call.listening import BotState, Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
@@ -41,17 +42,12 @@ from pipeline.events import CallEvents, EndReason, NullEvents
 from pipeline.history import History
 from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
-from pipeline.providers.base import ProviderError, STTEvent, STTStream
-from pipeline.turntaking.barge_in import Action, Decision
+from pipeline.providers.base import ProviderError, STTEvent
 from pipeline.turntaking.config import TurnTakingConfig
-from pipeline.turntaking.listener import CancelReply, Command, KeepReply, StartReply
+from pipeline.turntaking.listener import Command
 
 log = get_logger("SESSION")
 ws_log = get_logger("KNOWLARITY")
-
-_NUDGE = "nudge"  # inbox: the bot's state may have changed (audio started, a turn ended)
-_Input = STTEvent | bool | str | None  # STT event, VAD onset/offset, nudge, STT ended
-INBOX_SIZE = 256
 
 
 class CallSession:
@@ -84,12 +80,11 @@ class CallSession:
             lead_s=taking.playout_lead_ms / 1000,
             start_s=taking.playout_start_ms / 1000,
         )
-        self.playout.on_start = self._nudge
+        self._inbox = Inbox(clock)
+        self.playout.on_start = self._inbox.nudge  # the bot starts speaking: listening looks
         self.history = History(config.system_prompt, config.max_history_messages)
         self.listening = Listening(taking, started=self._started)
-        self._inbox: asyncio.Queue[_Input] = asyncio.Queue(maxsize=INBOX_SIZE)
-        self._speculative: Turn | None = None  # a preemptive reply waiting for its final
-        self._last_line = ""  # what the bot said last (a question makes "yes" a turn)
+        self.commands = TurnCommands(self)
         tts = providers.tts
         self._speaker = Speaker(self.playout, tts, providers.cache, clock) if tts else None
         self._replier = (
@@ -170,7 +165,7 @@ class CallSession:
         assert stt is not None
         self._start_turn(self._speak_greeting())
         async with stt.stream(self._rate) as stream:
-            reader = asyncio.create_task(self._read_stt(stream), name="stt-events")
+            reader = asyncio.create_task(self._inbox.read_stt(stream), name="stt-events")
             listener = asyncio.create_task(self._listen(), name="listen")
             watchdog = asyncio.create_task(self._watch_time(), name="watchdog")
             try:
@@ -208,23 +203,11 @@ class CallSession:
 
     def voice_activity(self, speech: bool) -> None:
         """The local VAD heard the caller start (``speech``) or stop speaking."""
-        try:
-            self._inbox.put_nowait(speech)
-        except asyncio.QueueFull:
-            log.warning("Turn-taking inbox full; a VAD %s was dropped", speech)
-
-    def _nudge(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            self._inbox.put_nowait(_NUDGE)
-
-    async def _read_stt(self, stt: STTStream) -> None:
-        async for event in stt.events():
-            await self._inbox.put(event)
-        await self._inbox.put(None)
+        self._inbox.voice_activity(speech)
 
     async def _listen(self) -> None:
         """Turn-taking: the caller's events and the reply's state in, commands carried out."""
-        while (item := await self._next_input()) is not None:
+        while (item := await self._inbox.next(self._wake_at())) is not None:
             now = self._clock()
             commands = self._sync_bot(now)
             if isinstance(item, STTEvent):
@@ -234,19 +217,8 @@ class CallSession:
                 commands += self.listening.vad(item, now)
             commands += self.listening.tick(now)
             for command in commands:
-                await self._apply(command)
+                await self.commands.apply(command)
         await self._recogniser_stopped()
-
-    async def _next_input(self) -> _Input:
-        """The next event, or a nudge once the next turn-taking deadline comes."""
-        due = self._wake_at()
-        if due is None:
-            return await self._inbox.get()
-        try:
-            async with asyncio.timeout(max(0.005, due - self._clock())):
-                return await self._inbox.get()
-        except TimeoutError:
-            return _NUDGE
 
     def _wake_at(self) -> float | None:
         times = [self.listening.deadline()]
@@ -258,7 +230,7 @@ class CallSession:
     def _bot_state(self) -> BotState:
         if not self.status.takes_turns:
             return BotState.SILENT  # winding down: no barge-in, no new turns
-        if self._speculative is not None:
+        if self.commands.speculative is not None:
             return BotState.PREPARING  # its audio is held back until the final confirms it
         if self.playout.speaking():
             return BotState.SPEAKING
@@ -266,7 +238,7 @@ class CallSession:
 
     def _sync_bot(self, now: float) -> list[Command]:
         state = self._bot_state()
-        return self.listening.bot(state, now, line=self._last_line)
+        return self.listening.bot(state, now, line=self.listening.last_line)
 
     async def _recogniser_stopped(self) -> None:
         if self.status.state is CallState.HUNG_UP:
@@ -287,105 +259,6 @@ class CallSession:
                 cut_in=False,
             )
 
-    async def _apply(self, command: Command) -> None:
-        if isinstance(command, Decision):
-            await self._barge_in(command)
-        elif isinstance(command, StartReply):
-            await self._start_reply(command)
-        elif isinstance(command, KeepReply):
-            await self._keep_reply(command)
-        elif isinstance(command, CancelReply):
-            await self._drop_reply(command)
-
-    async def _barge_in(self, decision: Decision) -> None:
-        if not self.status.takes_turns:
-            return
-        onset = self.listening.onset_at
-        since = f"{(self._clock() - onset) * 1000:.0f}" if onset is not None else "-"
-        if decision.action is Action.PAUSE:
-            self.playout.hold("barge_in")
-            log.info(
-                "Barge-in? paused the reply (%s) | onset_to_pause_ms=%s", decision.reason, since
-            )
-        elif decision.action is Action.RESUME:
-            self.playout.release("barge_in")
-            log.info("Barge-in? no: resumed the reply (%s) | onset_ms=%s", decision.reason, since)
-        else:
-            await self._interrupt(decision.reason, since)
-
-    async def _interrupt(self, reason: str, since: str) -> None:
-        """Caller speech the bot must yield to: barge-in."""
-        words = self.listening.turns.utterance_text
-        task = self._turn_task
-        now = self._clock()
-        if self.playout.speaking():
-            if task is not None:
-                task.cancel()  # before killAudio, so no chunk of this turn follows it
-            await self.playout.kill()
-            self.record.barge_ins += 1
-            ws_log.info(
-                'Barge-in | killAudio sent (%s) | onset_to_kill_ms=%s heard_words="%s"',
-                reason,
-                since,
-                words[:60],
-            )
-            await self._cancel_turn()
-            turn = self._speaker.audible_turn if self._speaker is not None else None
-            heard = heard_text(turn.spans, now) if turn is not None else ""
-            if turn is not None and turn.history_entry is not None:
-                self.history.revise(turn.history_entry, heard)
-                assert self._speaker is not None
-                self._speaker.audible_turn = None
-            self._last_line = heard
-            self.feed.barge_in(turn.number if turn is not None else 0, heard, words, now)
-        elif self._turn_running():
-            log.info(
-                'Caller still speaking; reply cancelled before it was heard | "%s"', words[:60]
-            )
-            await self._cancel_turn()
-
-    async def _start_reply(self, command: StartReply) -> None:
-        if not self.status.takes_turns or self._replier is None:
-            return
-        await self._cancel_turn()
-        text = self.listening.claim(command.text, speculative=command.speculative)
-        turn = Turn(text, started=self._clock())
-        if command.speculative:
-            turn.speculative = True
-            self._speculative = turn
-            self.playout.hold("speculative")
-            log.info('Preemptive reply on the interim | text="%s"', command.text)
-        else:
-            self.record.turns += 1
-            turn.number = self.record.turns
-            log.info('End of utterance | text="%s"', command.text)
-        self._start_turn(self._respond(turn))
-
-    async def _keep_reply(self, command: KeepReply) -> None:
-        turn, self._speculative = self._speculative, None
-        if turn is None or turn.discarded:  # the speculative reply is gone: answer afresh
-            self.listening.discarded()
-            await self._start_reply(StartReply(command.text))
-            return
-        turn.user_text = self.listening.kept(command.text)
-        self.record.turns += 1
-        turn.number = self.record.turns
-        turn.kept.set()
-        self.playout.release("speculative")
-        log.info('Preemptive reply kept: the final matches | text="%s"', command.text)
-
-    async def _drop_reply(self, command: CancelReply) -> None:
-        turn, self._speculative = self._speculative, None
-        if turn is not None:
-            turn.discarded = True
-            self.listening.discarded()
-            log.info("Preemptive reply discarded: %s", command.reason)
-        else:
-            words = self.listening.turns.utterance_text
-            log.info('Reply cancelled (%s) | "%s"', command.reason, words[:60])
-        await self._cancel_turn()
-        self.playout.release("speculative")
-
     # -- turns ------------------------------------------------------------------------------
 
     def _turn_running(self) -> bool:
@@ -396,7 +269,7 @@ class CallSession:
         if previous is not None and not previous.done():
             previous.cancel()
         self._turn_task = asyncio.create_task(coro, name="turn")
-        self._turn_task.add_done_callback(lambda _: self._nudge())
+        self._turn_task.add_done_callback(lambda _: self._inbox.nudge())
 
     async def _cancel_turn(self) -> None:
         task, self._turn_task = self._turn_task, None
@@ -482,7 +355,7 @@ class CallSession:
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, self._clock())
         if text:
             turn.history_entry = self.history.add("assistant", text)
-            self._last_line = text
+            self.listening.last_line = text
         if turn.spans:
             self.feed.agent_speech(turn, heard=text)
 
