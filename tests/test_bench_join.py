@@ -26,6 +26,7 @@ def test_fill_is_when_the_fake_has_sent_one_whole_chunk(realtime_factor: float, 
     assert tts_fill_ms(lat) == pytest.approx(fill_ms, abs=0.01)
 
 
-def test_sentence_one_closes_on_the_fourth_token() -> None:
-    # "You said: hello there." closes when " Is" arrives (token 4): 200 + 4 x 30 ms.
-    assert llm_sentence_one_ms("hello there", Latencies()) == pytest.approx(320.0)
+def test_sentence_one_closes_on_its_own_token() -> None:
+    # "You said: hello there." is certain on " there." (token 3), without waiting for
+    # " Is" (token 4, as before issue 13): 200 + 3 x 30 ms.
+    assert llm_sentence_one_ms("hello there", Latencies()) == pytest.approx(290.0)
