@@ -235,6 +235,29 @@ class Settings(BaseSettings):
 
     # End of stream security, limits and lifecycle ------------------------------------------
 
+    # Latency and density (issue 13) -------------------------------------------------------
+    # TTS transport: "sse" (one HTTP request per sentence) or "websocket" (one socket per
+    # process, one context per turn, the reply's text pushed into it as the LLM writes).
+    cartesia_transport: Literal["sse", "websocket"] = "sse"
+    # Keep-alive connections to the LLM and TTS opened at start-up and re-used every
+    # WARM_INTERVAL_S so the first turn (and a turn after a pause) finds them open; 0 = off.
+    warm_connections: int = Field(2, ge=0, le=64)
+    warm_interval_s: float = Field(15.0, gt=0, le=600)
+    # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
+    first_clause_chars: int = Field(0, ge=0, le=1000)
+
+    @field_validator("cartesia_transport", mode="before")
+    @classmethod
+    def _transport_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def http_keepalive_s(self) -> float:
+        """How long an idle pooled connection is kept: past the next warm-up when warming."""
+        return self.warm_interval_s * 2 + 5 if self.warm_connections else 5.0
+
+    # End of latency and density ---------------------------------------------------------
+
 
 def _present(value: SecretStr | None) -> bool:
     return value is not None and bool(value.get_secret_value().strip())

@@ -21,6 +21,7 @@ from kpi.routes import build_router
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.providers.base import ProviderError
+from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
@@ -38,7 +39,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            limits=httpx.Limits(
+                max_connections=1000,
+                max_keepalive_connections=200,
+                keepalive_expiry=settings.http_keepalive_s,
+            ),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         agent = AgentConfig.from_settings(settings)
@@ -61,6 +66,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
         state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
+        if settings.warm_connections:
+            warm = keep_warm(
+                (state.providers.llm, state.providers.tts),
+                settings.warm_connections,
+                settings.warm_interval_s,
+                on_first=state.connections_warmed.set,
+            )
+            state.spawn(warm, name="keep-warm")
+        else:
+            state.connections_warmed.set()
         _announce_stream_security(settings)
         if state.lifecycle.install_signal_handlers(settings.drain_seconds):
             log.info(
@@ -98,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calls = state.lifecycle.calls.connections
         if state.lifecycle.draining:
             status = "draining"
-        elif not state.greeting_warmed.is_set():
+        elif not (state.greeting_warmed.is_set() and state.connections_warmed.is_set()):
             status = "warming"  # the first calls would pay a TTS round trip for the greeting
         elif calls >= settings.max_calls:
             status = "full"

@@ -74,4 +74,5 @@ def _openai(settings: Settings, name: str, api_key: str, base_url: str, model: s
         first_token_timeout_s=settings.openai_first_token_timeout_s,
         idle_timeout_s=settings.openai_idle_timeout_s,
         name=name,
+        keepalive_s=settings.http_keepalive_s,
     )

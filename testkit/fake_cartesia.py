@@ -42,6 +42,7 @@ from .streaming import Emit, ProducerResponse, sse_event
 __all__ = ["FakeCartesia", "SpeechRequest"]
 
 TTS_SSE_PATH = "/tts/sse"
+API_VERSION = "2025-04-16"  # what GET / reports as the gateway's default
 _SECRET_HEADERS = ("authorization", "x-api-key")
 
 
@@ -65,6 +66,7 @@ class SpeechRequest:
     audio_bytes: int = 0
     completed: bool = False  # the stream ended with its done (or scripted error) event
     disconnected: bool = False  # the client went away first
+    new_connection: bool = True  # False: it came on a kept-alive connection
 
     @property
     def transcript(self) -> str | None:
@@ -82,6 +84,7 @@ class SpeechRequest:
             "chunks_sent": self.chunks_sent,
             "completed": self.completed,
             "disconnected": self.disconnected,
+            "new_connection": self.new_connection,
         }
 
 
@@ -121,7 +124,13 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             chunk_ms=chunk_ms,
         )
         self.faults: deque[Fault] = deque(faults)
-        app = Starlette(routes=[Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"]),
+                Route("/", self._status, methods=["GET"]),
+            ]
+        )
+        self.status_requests = 0
         super().__init__(app, max_records=max_records, host=host, port=port)
 
     # --- settings shortcuts (settable between or during tests) ----------------------------
@@ -179,6 +188,12 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             )
         return None
 
+    async def _status(self, request: Request) -> Response:
+        """``GET /``: the API's status and default version (clients use it to warm up)."""
+        self.note_connection(request)
+        self.status_requests += 1
+        return JSONResponse({"ok": True, "version": API_VERSION})
+
     async def _tts_sse(self, request: Request) -> Response:
         scheme, _ = _credentials(request)
         record = SpeechRequest(
@@ -190,6 +205,7 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             auth_scheme=scheme,
             cartesia_version=request.headers.get("cartesia-version"),
         )
+        record.new_connection = self.note_connection(request)
         self.requests.append(record)
         self._changes.notify()
         problem = self._check_headers(request, record)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from starlette.applications import Starlette
+from starlette.requests import Request
 
 from testkit._service import Service
 from testkit._waiting import Changes
@@ -27,6 +28,18 @@ class HttpFake(Service, Generic[R]):
         self._ids = itertools.count(1)
         self._changes = Changes()
         self._closing = asyncio.Event()
+        self._peers: set[tuple[str, int]] = set()  # client (host, port) of every request
+        self.connections_opened = 0  # distinct client connections seen (keep-alive re-use)
+
+    def note_connection(self, request: Request) -> bool:
+        """Whether ``request`` came on a connection this fake has not seen before."""
+        client = request.client
+        peer = (client.host, client.port) if client is not None else ("", 0)
+        if peer in self._peers:
+            return False
+        self._peers.add(peer)
+        self.connections_opened += 1
+        return True
 
     @property
     def port(self) -> int:

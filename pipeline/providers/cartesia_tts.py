@@ -21,6 +21,7 @@ from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
 from pipeline.providers.sse import SseParser
+from pipeline.providers.warm import warm_together
 
 log = get_logger("CARTESIA")
 
@@ -75,7 +76,8 @@ class CartesiaTTS:
         idle_timeout_s: float = 2.0,
     ) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + "/tts/sse"
+        self._root = base_url.rstrip("/") + "/"
+        self._url = self._root + "tts/sse"
         self._headers = {
             "X-API-Key": api_key,
             "Cartesia-Version": version,
@@ -94,6 +96,20 @@ class CartesiaTTS:
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
+
+    async def warm(self, connections: int) -> int:
+        """``GET /`` (the API's status, no synthesis) on ``connections`` pooled connections."""
+        return await warm_together(connections, self._ping)
+
+    async def _ping(self) -> bool:
+        try:
+            response = await self._http.get(
+                self._root, headers=self._headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            log.warning("Warm-up request failed: %r", exc)
+            return False
+        return response.status_code < 500
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         render_rate = nearest_supported_rate(sample_rate, CARTESIA_RATES)

@@ -13,6 +13,7 @@ from typing import Any
 
 from config.logs import get_logger
 from pipeline.providers.base import LanguageModel, LLMEvent, Message, ProviderError, ToolSpec
+from pipeline.providers.warm import Warmable
 
 log = get_logger("OPENAI")
 
@@ -50,6 +51,15 @@ class FailoverLLM:
             await _aclose(primary)
         async for event in _closing(self.fallback.stream(messages, tools)):
             yield event
+
+    async def warm(self, connections: int) -> int:
+        """Both endpoints' connections; the count is the primary's."""
+        counts = [
+            await model.warm(connections)
+            for model in (self.primary, self.fallback)
+            if isinstance(model, Warmable)
+        ]
+        return counts[0] if counts else 0
 
     async def aclose(self) -> None:
         for model in (self.primary, self.fallback):

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import openai
 
 from config.logs import get_logger
@@ -26,6 +27,7 @@ from pipeline.providers.base import (
     ToolSpec,
     status_error,
 )
+from pipeline.providers.warm import warm_together
 
 log = get_logger("OPENAI")
 
@@ -106,6 +108,7 @@ class OpenAILLM:
         first_token_timeout_s: float = 1.5,
         idle_timeout_s: float = 3.0,
         name: str = _PROVIDER,
+        keepalive_s: float = 5.0,
     ) -> None:
         self.name = name
         self.model = model
@@ -117,9 +120,31 @@ class OpenAILLM:
         # chunks, keep-alive comments) without a token, so stream() times tokens itself.
         backstop = max(first_token_timeout_s, idle_timeout_s) + 1.0
         timeout = openai.Timeout(backstop, connect=connect_timeout_s)
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        # The SDK's own pool (httpx2), with idle connections kept past the next warm-up.
+        limits = httpx2.Limits(
+            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=keepalive_s
         )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
+        )
+
+    async def warm(self, connections: int) -> int:
+        """``GET /models/{model}`` (a small, free request) on ``connections`` connections."""
+        return await warm_together(connections, self._ping)
+
+    async def _ping(self) -> bool:
+        try:
+            await self._client.get(f"/models/{self.model}", cast_to=_Chunk)
+        except openai.APIStatusError as exc:
+            return exc.status_code < 500  # answered: the connection is open
+        except openai.OpenAIError as exc:
+            log.warning("Warm-up request failed: %s", map_error(exc, self.name))
+            return False
+        return True
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
