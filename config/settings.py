@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -245,6 +246,16 @@ class Settings(BaseSettings):
     warm_interval_s: float = Field(15.0, gt=0, le=600)
     # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
     first_clause_chars: int = Field(0, ge=0, le=1000)
+    # `voice-agent serve` processes on one port (SO_REUSEPORT); 0 = one per usable CPU core.
+    workers: int = Field(0, ge=0, le=256)
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # the cores this process may run on
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
 
     @field_validator("cartesia_transport", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from server.providers import build_providers
 from server.security import UrlRedactingFilter
 from server.state import AppState
 from server.voice import handle_call, uvicorn_noise_filter
+from server.workers import worker_index
 
 log = get_logger("SERVER")
 
@@ -77,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             state.connections_warmed.set()
         _announce_stream_security(settings)
+        if worker_index() is not None:
+            # A worker's socket listens only after this: warm before any call lands here.
+            await _wait_warm(state)
         if state.lifecycle.install_signal_handlers(settings.drain_seconds):
             log.info(
                 "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)", settings.drain_seconds
@@ -104,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
             "loop_lag_ms": _lag_summary(state.loop_lag_ms),
+            "worker": worker_index(),
+            "pid": os.getpid(),
         }
 
     @app.get("/ready")
@@ -119,7 +126,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status = "full"
         else:
             status = "ready"
-        body = {"status": status, "active_calls": calls, "max_calls": settings.max_calls}
+        body = {
+            "status": status,
+            "active_calls": calls,
+            "max_calls": settings.max_calls,
+            "worker": worker_index(),
+            "pid": os.getpid(),
+        }
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
@@ -177,6 +190,20 @@ async def _warm(state: AppState) -> None:
     rates = sorted({state.settings.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
+
+
+WORKER_WARM_LIMIT_S = 20.0
+
+
+async def _wait_warm(state: AppState) -> None:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(WORKER_WARM_LIMIT_S):
+            await state.greeting_warmed.wait()
+            await state.connections_warmed.wait()
+    except TimeoutError:
+        log.error("Not warm after %.0f s; serving anyway", WORKER_WARM_LIMIT_S)
+    log.info("Worker %s warm in %.0f ms", worker_index(), (time.monotonic() - started) * 1000)
 
 
 @lru_cache(maxsize=1)
