@@ -29,6 +29,7 @@ from pipeline.aio import aclose, cancel_and_wait
 from pipeline.history import History
 from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
 from pipeline.providers.base import (
+    ContextTextToSpeech,
     LanguageModel,
     Message,
     ProviderError,
@@ -406,7 +407,7 @@ class CallSession:
     ) -> None:
         llm = self._providers.llm
         assert llm is not None
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause_chars=self._config.first_clause_chars)
         stream = llm.stream(messages, self._config.tools)
         try:
             async for event in stream:
@@ -433,8 +434,31 @@ class CallSession:
     async def _voice(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
         tts = self._providers.tts
         assert tts is not None
+        if isinstance(tts, ContextTextToSpeech):
+            await self._voice_in_context(tts, turn, sentences)
+            return
         while (sentence := await sentences.get()) is not None:
             await self._say_stream(tts.synthesize(sentence, self._rate), SpokenSpan(sentence), turn)
+
+    async def _voice_in_context(
+        self, tts: ContextTextToSpeech, turn: Turn, sentences: asyncio.Queue[str | None]
+    ) -> None:
+        """The whole reply in one TTS context: each sentence pushed as soon as it exists."""
+        async with tts.context(self._rate) as ctx:
+            span = SpokenSpan("", word_ends=ctx.word_ends_s)  # one span: the reply so far
+
+            async def feed() -> None:
+                while (sentence := await sentences.get()) is not None:
+                    span.text = f"{span.text} {sentence}" if span.text else sentence
+                    await ctx.push(sentence)
+                await ctx.end()
+
+            feeder = asyncio.create_task(feed(), name="tts-feed")
+            try:
+                await self._say_stream(ctx.audio(), span, turn)
+                await feeder  # done by now (the audio ends after end()); raises its error
+            finally:
+                await cancel_and_wait(feeder)
 
     async def _say_cached(self, text: str, turn: Turn) -> None:
         tts = self._providers.tts

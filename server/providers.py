@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from config.settings import Settings
-from pipeline.providers.base import LanguageModel
+from pipeline.providers.base import LanguageModel, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
+from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
@@ -31,21 +34,24 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
             max_outage_s=settings.deepgram_max_outage_s,
         )
     llm = build_llm(settings) if settings.llm_configured else None
-    tts = None
+    tts: TextToSpeech | None = None
     if settings.tts_configured:
         assert settings.cartesia_api_key is not None and settings.cartesia_voice_id is not None
-        tts = CartesiaTTS(
-            http=http,
-            api_key=settings.cartesia_api_key.get_secret_value(),
-            voice_id=settings.cartesia_voice_id,
-            base_url=settings.cartesia_base_url,
-            model=settings.cartesia_model,
-            version=settings.cartesia_version,
-            language=settings.cartesia_language,
-            connect_timeout_s=settings.cartesia_connect_timeout_s,
-            first_audio_timeout_s=settings.cartesia_first_audio_timeout_s,
-            idle_timeout_s=settings.cartesia_idle_timeout_s,
-        )
+        common: dict[str, Any] = {
+            "api_key": settings.cartesia_api_key.get_secret_value(),
+            "voice_id": settings.cartesia_voice_id,
+            "base_url": settings.cartesia_base_url,
+            "model": settings.cartesia_model,
+            "version": settings.cartesia_version,
+            "language": settings.cartesia_language,
+            "connect_timeout_s": settings.cartesia_connect_timeout_s,
+            "first_audio_timeout_s": settings.cartesia_first_audio_timeout_s,
+            "idle_timeout_s": settings.cartesia_idle_timeout_s,
+        }
+        if settings.cartesia_transport == "websocket":
+            tts = CartesiaWebSocketTTS(**common)
+        else:
+            tts = CartesiaTTS(http=http, **common)
     return Providers(stt=stt, llm=llm, tts=tts, cache=SpeechCache(settings.greeting_cache_size))
 
 

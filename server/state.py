@@ -46,7 +46,8 @@ class AppState:
         for task in list(self.background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        llm_close = getattr(self.providers.llm, "aclose", None)
-        if llm_close is not None:
-            await llm_close()
+        for provider in (self.providers.llm, self.providers.tts):
+            close = getattr(provider, "aclose", None)
+            if close is not None:
+                await close()
         await self.http.aclose()

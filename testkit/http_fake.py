@@ -21,10 +21,14 @@ R = TypeVar("R")
 class HttpFake(Service, Generic[R]):
     """Base of the OpenAI and Cartesia fakes. ``async with`` starts and stops the server."""
 
-    def __init__(self, app: Starlette, *, max_records: int, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, *, max_records: int, host: str, port: int, websockets: bool = False
+    ) -> None:
         self.app = app
         self.requests: deque[R] = deque(maxlen=max_records)
-        self._server = AppServer(app, host=host, port=port)
+        self._server = AppServer(
+            app, host=host, port=port, ws="websockets-sansio" if websockets else "none"
+        )
         self._ids = itertools.count(1)
         self._changes = Changes()
         self._closing = asyncio.Event()

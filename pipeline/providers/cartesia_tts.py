@@ -148,7 +148,7 @@ class CartesiaTTS:
                         event = _parse_event(sse.data)
                         kind = event.get("type")
                         if kind == "chunk":
-                            pcm = _decode_audio(event.get("data"))
+                            pcm = decode_audio(event.get("data"))
                             if resampler is not None:
                                 pcm = resampler.process(pcm)
                             if not pcm:
@@ -160,7 +160,7 @@ class CartesiaTTS:
                             pcm_bytes += len(pcm)
                             yield pcm
                         elif kind == "error":
-                            raise _error_event(event)
+                            raise error_event(event)
                         elif kind == "done" or event.get("done") is True:
                             finished = True
                             break
@@ -220,11 +220,12 @@ class CartesiaTTS:
             raise ProviderTimeout(_PROVIDER, "idle", self.idle_timeout_s) from exc
 
 
-def _error_event(event: dict[str, Any]) -> ProviderError:
-    """An in-stream ``error`` event; its ``status_code`` decides whether to retry."""
+def error_event(event: dict[str, Any]) -> ProviderError:
+    """An in-stream ``error`` event (SSE or WebSocket); its ``status_code`` decides whether
+    to retry. SSE carries ``message``/``title``, the WebSocket an ``error`` string."""
     raw = event.get("status_code")
     status = raw if isinstance(raw, int) and not isinstance(raw, bool) else 500
-    detail = event.get("message") or event.get("title")
+    detail = event.get("message") or event.get("title") or event.get("error")
     return status_error(_PROVIDER, status, f"stream error: {detail}")
 
 
@@ -238,7 +239,7 @@ def _parse_event(payload: str) -> dict[str, Any]:
     return event
 
 
-def _decode_audio(data: object) -> bytes:
+def decode_audio(data: object) -> bytes:
     if not isinstance(data, str):
         raise ProviderError(_PROVIDER, "chunk without audio data", retryable=True)
     try:
