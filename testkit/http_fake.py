@@ -16,6 +16,7 @@ from testkit._waiting import Changes
 from testkit.http import AppServer
 
 R = TypeVar("R")
+IDLE_KEEP_ALIVE_S = 60
 
 
 class HttpFake(Service, Generic[R]):
@@ -26,8 +27,14 @@ class HttpFake(Service, Generic[R]):
     ) -> None:
         self.app = app
         self.requests: deque[R] = deque(maxlen=max_records)
+        # Idle keep-alive connections live 60 s, as behind the providers' load balancers
+        # (uvicorn's own default, 5 s, would close them before any client pool does).
         self._server = AppServer(
-            app, host=host, port=port, ws="websockets-sansio" if websockets else "none"
+            app,
+            host=host,
+            port=port,
+            ws="websockets-sansio" if websockets else "none",
+            keep_alive_s=IDLE_KEEP_ALIVE_S,
         )
         self._ids = itertools.count(1)
         self._changes = Changes()
