@@ -31,8 +31,9 @@ import httpx
 
 from config.settings import Settings
 from server.application import create_app
-from server.simulated_call import load_caller_audio
-from server.simulator import CallerLine, StreamNodeClient
+from streamnode.call import load_caller_audio
+from streamnode.caller_line import CallerLine
+from streamnode.client import StreamNodeClient
 from testkit import FakeCartesia, FakeDeepgram, FakeOpenAI, FakeProviders
 from testkit.http import AppServer
 from testkit.providers import DEFAULT_KEYS

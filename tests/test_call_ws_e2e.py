@@ -7,12 +7,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from server.simulator import ReceivedEvent, StreamNodeClient
+from streamnode.client import ReceivedEvent, StreamNodeClient
 from testkit import ChatRequest, FakeProviders, llm
 from testkit.cartesia_script import HttpError
-from tests.caller import CallerLine, session_tasks, wait_until_quiet
+from tests.caller import CallerLine, fixture_pcm, live_call, session_tasks, wait_until_quiet
 from tests.conftest import StartServer, VoiceServer
-from tests.test_call_e2e import LONG_REPLY, fixture_pcm
+from tests.test_call_e2e import LONG_REPLY
 
 Asked = tuple[StreamNodeClient, CallerLine, ChatRequest, ReceivedEvent]
 
@@ -20,16 +20,11 @@ Asked = tuple[StreamNodeClient, CallerLine, ChatRequest, ReceivedEvent]
 @contextlib.asynccontextmanager
 async def asked(server: VoiceServer, fakes: FakeProviders, call_id: str) -> AsyncIterator[Asked]:
     """A call that has heard its greeting and asked its question; yields at the reply."""
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": call_id})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("question.wav"))
-            request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            reply = await node.wait_for("playAudio", after=request.received_at, timeout=10)
-            yield node, line, request, reply
+    async with live_call(server.url, call_id) as (node, line):
+        line.say(fixture_pcm("question.wav"))
+        request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        reply = await node.wait_for("playAudio", after=request.received_at, timeout=10)
+        yield node, line, request, reply
 
 
 async def test_reply_streams_through_one_context_per_turn(

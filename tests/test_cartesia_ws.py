@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
+from config.settings import CartesiaSettings
 from pipeline.providers.base import ContextTextToSpeech, ProviderError, ProviderTimeout
 from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS, websocket_url
 from testkit import FakeCartesia
@@ -25,15 +27,17 @@ async def fake() -> AsyncIterator[FakeCartesia]:
         yield tts
 
 
-def client(fake: FakeCartesia, **kw: object) -> CartesiaWebSocketTTS:
-    options: dict[str, object] = {"first_audio_timeout_s": 2.0, "idle_timeout_s": 2.0, **kw}
+def client(fake: FakeCartesia, contexts_per_socket: int = 32, **kw: Any) -> CartesiaWebSocketTTS:
+    options: dict[str, Any] = {
+        "api_key": KEY,
+        "voice_id": "voice-1",
+        "base_url": fake.base_url,
+        "first_audio_timeout_s": 2.0,
+        "idle_timeout_s": 2.0,
+        **kw,
+    }
     return CartesiaWebSocketTTS(
-        api_key=str(options.pop("api_key", KEY)),
-        voice_id="voice-1",
-        base_url=fake.base_url,
-        model="sonic-3",
-        version="2025-04-16",
-        **options,  # type: ignore[arg-type]
+        CartesiaSettings(**options), contexts_per_socket=contexts_per_socket
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from config.settings import CartesiaSettings, OpenAISettings
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.openai_llm import OpenAILLM
 from pipeline.providers.warm import warm_providers
@@ -13,24 +14,20 @@ from tests.conftest import StartServer, free_port
 
 def _tts(fakes: FakeProviders, http: httpx.AsyncClient, base_url: str | None = None) -> CartesiaTTS:
     env = fakes.env()
-    return CartesiaTTS(
-        http=http,
+    settings = CartesiaSettings(
         api_key=env["CARTESIA_API_KEY"],
         voice_id=env["CARTESIA_VOICE_ID"],
         base_url=base_url or env["CARTESIA_BASE_URL"],
-        model="sonic-3",
-        version="2025-04-16",
     )
+    return CartesiaTTS(settings, http=http)
 
 
 def _llm(fakes: FakeProviders, base_url: str | None = None) -> OpenAILLM:
     env = fakes.env()
-    return OpenAILLM(
-        api_key=env["OPENAI_API_KEY"],
-        base_url=base_url or env["OPENAI_BASE_URL"],
-        model="gpt-4o-mini",
-        keepalive_s=30,
+    settings = OpenAISettings(
+        api_key=env["OPENAI_API_KEY"], base_url=base_url or env["OPENAI_BASE_URL"]
     )
+    return OpenAILLM(settings, keepalive_s=30)
 
 
 async def test_warm_tts_connections_are_reused_by_the_first_sentence(

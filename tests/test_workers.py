@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from server.simulator import StreamNodeClient
 from server.workers import bind_reuseport, worker_share
+from streamnode.client import StreamNodeClient
 from tests.conftest import StartServeProcess, free_port
 
 

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
+from config.settings import CartesiaSettings
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
 from pipeline.providers.cartesia_tts import CARTESIA_RATES, decode_audio, error_event
 
@@ -218,28 +219,21 @@ class CartesiaWebSocketTTS:
 
     def __init__(
         self,
+        settings: CartesiaSettings,
         *,
-        api_key: str,
-        voice_id: str,
-        base_url: str,
-        model: str,
-        version: str,
-        language: str = "en",
-        connect_timeout_s: float = 2.0,
-        first_audio_timeout_s: float = 1.0,
-        idle_timeout_s: float = 2.0,
         contexts_per_socket: int = 32,
         timestamps: bool = True,
     ) -> None:
-        self.url = websocket_url(base_url)
+        self.url = websocket_url(settings.base_url)
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         # Headers, not the documented ?api_key= query: a URL ends up in logs, a header not.
-        self._headers = {"X-API-Key": api_key, "Cartesia-Version": version}
-        self.voice_id = voice_id
-        self.model = model
-        self.language = language
-        self.connect_timeout_s = connect_timeout_s
-        self.first_audio_timeout_s = first_audio_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self._headers = {"X-API-Key": api_key, "Cartesia-Version": settings.version}
+        self.voice_id = settings.voice_id or ""
+        self.model = settings.model
+        self.language = settings.language
+        self.connect_timeout_s = settings.connect_timeout_s
+        self.first_audio_timeout_s = settings.first_audio_timeout_s
+        self.idle_timeout_s = settings.idle_timeout_s
         self.contexts_per_socket = contexts_per_socket
         self.timestamps = timestamps
         self._sockets: list[_Socket] = []
