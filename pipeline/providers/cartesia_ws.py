@@ -11,6 +11,9 @@ the caller heard when they interrupt.
 Timers, as for SSE: ``connect_timeout_s`` for the socket, ``first_audio_timeout_s`` from
 the first push to the first audio, and ``idle_timeout_s`` for a gap in the audio while
 text is waiting to be voiced (a pause because the LLM has not written more is no fault).
+That pause is why the context keeps its own deadlines rather than a
+:class:`pipeline.retry.PhaseClock`, whose idle gap always runs: here it runs only while
+pushed words are still unvoiced (the word timestamps say which).
 """
 
 from __future__ import annotations
