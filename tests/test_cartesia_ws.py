@@ -271,3 +271,15 @@ async def test_fake_takes_the_documented_query_credentials(fake: FakeCartesia) -
     assert kinds[-1] == "done" and set(kinds[:-1]) == {"chunk"}
     assert late["type"] == "error" and late["status_code"] == 400  # the context has ended
     assert fake.socket_auth == ["query"]
+
+
+async def test_a_reply_without_text_ends_without_a_word_to_cartesia(fake: FakeCartesia) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm(1) == 1
+        async with tts.context(16000) as ctx:  # e.g. a reply that is only a tool call
+            await ctx.end()
+            assert [p async for p in ctx.audio()] == []
+    finally:
+        await tts.aclose()
+    assert list(fake.requests) == [] and fake.cancels == []

@@ -150,7 +150,12 @@ class CartesiaContext:
             return
         self._ended = True
         self._last_push_at = asyncio.get_running_loop().time()
-        await self._socket.send({**self._request, "transcript": "", "continue": False})
+        if self._first_push_at is None:
+            # No text at all (a reply that is only a tool call): Cartesia never heard of
+            # this context, so it is over here, without a message.
+            self._queue.put_nowait({"type": "done", "context_id": self.context_id})
+        else:
+            await self._socket.send({**self._request, "transcript": "", "continue": False})
         self._pushed.set()
 
     def _deadline(self, first_audio_at: float | None, last_audio_at: float) -> float | None:
