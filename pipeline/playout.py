@@ -17,6 +17,7 @@ the buffer (a reply cancelled before the caller heard it).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,6 +37,9 @@ class SpokenSpan:
     end: float = 0.0  # monotonic time its last sample sent so far ends
     complete: bool = False  # all of its audio was sent
     audio_s: float = 0.0  # its audio queued so far, sent or not (0: unknown, use the sent)
+    # End of each word (s from the span's first audio) when the TTS reports it; the list
+    # grows as the audio comes. None: the heard part is estimated from the audio played.
+    word_ends: list[float] | None = None
 
     def heard_fraction(self, at: float) -> float:
         if at >= self.end and self.complete:
@@ -57,7 +61,10 @@ def heard_text(spans: list[SpokenSpan], at: float) -> str:
         if fraction >= 1.0:
             words.extend(span_words)
             continue
-        cut = int(len(span_words) * fraction)
+        if span.word_ends is not None:
+            cut = bisect.bisect_right(span.word_ends, at - span.start)
+        else:
+            cut = int(len(span_words) * fraction)
         words.extend(span_words[:cut])
         break
     return " ".join(words)

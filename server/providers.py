@@ -20,11 +20,12 @@ from typing import Any, Literal
 
 import httpx
 
-from config.settings import Settings
+from config.settings import CartesiaSettings, Settings
 from pipeline.call.providers import Providers
 from pipeline.language import CallLanguage
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
+from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
@@ -112,7 +113,7 @@ def build_providers(
     elif choices["llm"].provider == "local":
         llm = LOCAL_PROVIDERS["llm"](settings)
     if choices["tts"].provider == "cartesia":
-        tts = CartesiaTTS(settings.cartesia, http=http)
+        tts = _cartesia(settings.cartesia, http)
     elif choices["tts"].provider == "local":
         tts = LOCAL_PROVIDERS["tts"](settings)
     return Providers(
@@ -122,11 +123,14 @@ def build_providers(
 
 def build_llm(settings: Settings) -> LanguageModel:
     """The primary OpenAI-compatible model, wrapped with the fallback endpoint if set."""
-    primary = OpenAILLM(settings.openai)
+    keepalive_s = settings.server.http_keepalive_s
+    primary = OpenAILLM(settings.openai, keepalive_s=keepalive_s)
     fallback = settings.openai.fallback()
     if fallback is None:
         return primary
-    return FailoverLLM(primary, OpenAILLM(fallback, name="openai-fallback"))
+    return FailoverLLM(
+        primary, OpenAILLM(fallback, name="openai-fallback", keepalive_s=keepalive_s)
+    )
 
 
 def providers_for_language(
@@ -146,5 +150,11 @@ def providers_for_language(
     wanted = (language.tts_language, voice)
     if choices["tts"].provider == "cartesia" and wanted != (cartesia.language, cartesia.voice_id):
         update = {"language": language.tts_language, "voice_id": voice}
-        tts = CartesiaTTS(cartesia.model_copy(update=update), http=http)
+        tts = _cartesia(cartesia.model_copy(update=update), http)
     return Providers(stt=stt, llm=base.llm, tts=tts, cache=base.cache)
+
+
+def _cartesia(settings: CartesiaSettings, http: httpx.AsyncClient) -> TextToSpeech:
+    if settings.transport == "websocket":
+        return CartesiaWebSocketTTS(settings)
+    return CartesiaTTS(settings, http=http)

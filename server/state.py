@@ -43,6 +43,7 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
+    connections_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # ... and on it
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)
@@ -77,6 +78,10 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.providers.aclose()
+        for setup in self.setups.values():  # other languages' own STT/TTS (shared: skipped)
+            for own in (setup.providers.stt, setup.providers.tts):
+                if own is not None and own not in (self.providers.stt, self.providers.tts):
+                    await own.aclose()
         await self.http.aclose()
 
 
