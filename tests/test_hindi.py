@@ -98,14 +98,16 @@ def test_danda_splitting_token_by_token_matches_the_whole() -> None:
     for token in split_tokens(HINDI_REPLY):
         out.extend(splitter.push(token))
     rest = splitter.flush()
-    assert rest is not None
-    assert [*out, rest] == HINDI_SENTENCES
+    assert [*out, *([rest] if rest else [])] == HINDI_SENTENCES
 
 
-def test_a_danda_sentence_is_flushed_once_the_next_word_begins() -> None:
+def test_a_danda_ends_the_sentence_on_its_own_token() -> None:
+    """A danda is a certain end: the sentence goes to the TTS without waiting for more."""
     splitter = SentenceSplitter()
-    assert splitter.push("हम नौ बजे खुलते हैं।") == []  # the end is not certain yet
-    assert splitter.push(" शाम") == ["हम नौ बजे खुलते हैं।"]
+    assert splitter.push("हम नौ बजे") == []
+    assert splitter.push(" खुलते हैं।") == ["हम नौ बजे खुलते हैं।"]
+    assert splitter.push(" शाम") == []
+    assert splitter.flush() == "शाम"
 
 
 async def test_hindi_llm_reply_streams_sentence_by_sentence() -> None:
@@ -121,7 +123,8 @@ async def test_hindi_llm_reply_streams_sentence_by_sentence() -> None:
         ]
         async for event in model.stream(messages, ()):
             sentences.extend(splitter.push(getattr(event, "text", "")))
-        sentences.append(splitter.flush() or "")
+        rest = splitter.flush()
+        sentences += [rest] if rest else []
         await model.aclose()
         [request] = fake.requests
     assert sentences == HINDI_SENTENCES
