@@ -6,10 +6,12 @@ import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
+MIN_SECRET_CHARS = 8  # provider and Knowlarity keys
 
 
 class Settings(BaseSettings):
@@ -17,8 +19,8 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    # Server
-    host: str = "0.0.0.0"
+    # Server (loopback by default: a public address needs stream authentication, see below)
+    host: str = "127.0.0.1"
     port: int = 8000
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -215,7 +217,7 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
     max_calls: int = Field(200, ge=1, le=100_000)  # concurrent /voice connections
     max_frame_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # one WS message
-    max_metadata_bytes: int = Field(8192, ge=256, le=1_048_576)
+    max_metadata_bytes: int = Field(4096, ge=256, le=8192)  # four short fields: capped hard
     drain_seconds: float = Field(30.0, ge=0, le=3600)  # SIGTERM: let calls finish this long
 
     @field_validator("voice_allowed_ips", "trusted_proxies", mode="before")
@@ -234,6 +236,60 @@ class Settings(BaseSettings):
         return _present(self.voice_ws_token)
 
     # End of stream security, limits and lifecycle ------------------------------------------
+
+    # Hardening against abuse (server/exposure.py, limits.py, audio_meter.py, body_limit.py)
+    # "auto": a non-loopback bind needs VOICE_WS_TOKEN or VOICE_ALLOWED_IPS, and without
+    # either only local handshakes are served; "none": /voice open to anyone, on purpose.
+    voice_auth: Literal["auto", "none"] = "auto"
+    # Per client address (VOICE_ALLOWED_IPS are exempt): handshake rate and burst, streams
+    # that have not sent metadata yet, refused handshakes per minute before a ban.
+    voice_ip_handshakes_per_s: float = Field(20.0, gt=0, le=100_000)
+    voice_ip_handshake_burst: int = Field(100, ge=1, le=1_000_000)
+    voice_ip_max_pending: int = Field(32, ge=1, le=100_000)
+    voice_ip_auth_failures_per_min: int = Field(20, ge=1, le=100_000)
+    voice_ip_ban_s: float = Field(300.0, ge=1, le=86_400)
+    # Caller audio beyond real time is dropped; this much may arrive early (jitter).
+    inbound_audio_burst_s: float = Field(2.0, ge=0.2, le=60)
+    # Largest HTTP request body (the /api JSON bodies are tiny); larger gets 413 unread.
+    api_max_body_bytes: int = Field(65_536, ge=1024, le=16 * 1_048_576)
+
+    @field_validator("voice_auth", mode="before")
+    @classmethod
+    def _voice_auth_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("voice_ws_token", "admin_api_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        text = value.get_secret_value().strip() if value is not None else ""
+        if text and len(text) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"{str(info.field_name).upper()} is {len(text)} characters; use at least "
+                f'{MIN_TOKEN_CHARS}: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
+        return value
+
+    @field_validator(
+        "deepgram_api_key",
+        "openai_api_key",
+        "cartesia_api_key",
+        "knowlarity_api_key",
+        "knowlarity_sr_api_key",
+        "openai_fallback_api_key",
+    )
+    @classmethod
+    def _secret_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A key this short is a placeholder, and could not be masked in logs without
+        # mangling every line that happens to contain it.
+        text = value.get_secret_value().strip() if value is not None else ""
+        if text and len(text) < MIN_SECRET_CHARS:
+            raise ValueError(
+                f"{str(info.field_name).upper()} is {len(text)} characters: too short to be a "
+                f"key (at least {MIN_SECRET_CHARS})"
+            )
+        return value
+
+    # End of hardening against abuse ------------------------------------------------------
 
 
 def _present(value: SecretStr | None) -> bool:

@@ -15,6 +15,7 @@ from config.settings import Settings
 from pipeline.agent import AgentConfig
 from pipeline.session import Providers
 from server.lifecycle import Lifecycle
+from server.limits import IpLimits, LogThrottle
 from server.registry import CallRegistry
 
 
@@ -28,6 +29,8 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
+    ip_limits: IpLimits = field(default_factory=IpLimits)  # per-address handshake limits
+    refusal_log: LogThrottle = field(default_factory=LogThrottle)  # refused-handshake lines
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)

@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import re
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from functools import lru_cache
 
-from starlette.responses import PlainTextResponse
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.logs import call_id_var, get_logger
 from config.settings import SUPPORTED_SAMPLE_RATES, Settings
 from pipeline.session import CallSession
+from server.admission import (
+    PendingStream,
+    Refusal,
+    admission_refusal,
+    client_address,
+    refuse,
+)
+from server.audio_meter import AudioMeter
 from server.protocol import (
+    CALL_ID_MAX_CHARS,
     CallMetadata,
     FrameAligner,
     MetadataError,
@@ -31,22 +40,18 @@ from server.protocol import (
     parse_metadata,
 )
 from server.registry import CallRecord
-from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
 from server.state import AppState
 
 log = get_logger("KNOWLARITY")
 
 METADATA_TIMEOUT_S = 2.0
-BUSY_RETRY_AFTER_S = 5  # Retry-After of the 503 for MAX_CALLS and drain refusals
 LOGGED_TEXT_FRAMES = 3  # text frames after metadata: log the first few, then every 100th
 # After we send `disconnect` the Stream Node should close; a peer that does not would hold
 # its MAX_CALLS slot for ever, so we close the stream ourselves after this long.
 DISCONNECT_GRACE_S = 5.0
 
 # Close codes (RFC 6455 section 7.4.1) this edge uses.
-CLOSE_POLICY = 1008  # before accept, uvicorn turns it into an HTTP 403
 CLOSE_TOO_BIG = 1009
-CLOSE_TRY_LATER = 1013  # before accept on a server without the denial-response extension
 _CLOSE_MEANING = {
     1001: "going away",
     1007: "invalid UTF-8 in a text frame",
@@ -56,19 +61,30 @@ _CLOSE_MEANING = {
 }
 
 
+# "16000", "16k", "16.0k", "44.1k": short, plain decimal; nothing float() alone would take
+# ("inf", "nan", "1e400k", "1_6000").
+_RATE = re.compile(r"(\d{1,6})(?:\.(\d{1,3}))?(k?)")
+
+
 def call_sample_rate(query_value: str | None, default: int) -> int:
-    """``?sample_rate=8000`` (or ``8k``) lets Stream Nodes at other rates share a server."""
+    """``?sample_rate=8000`` (or ``8k``) lets Stream Nodes at other rates share a server.
+
+    Anything else (not a supported rate, not a number at all) is logged and ignored: the
+    call goes on at the default rate, and no input can raise here.
+    """
     if not query_value:
         return default
-    text = query_value.strip().lower()
-    try:
-        rate = int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
-    except ValueError:
-        rate = 0
+    match = _RATE.fullmatch(query_value.strip().lower())
+    rate = 0
+    if match is not None:
+        whole, fraction, kilo = match.groups()
+        value = int(whole) + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+        value *= 1000 if kilo else 1
+        rate = int(value) if math.isfinite(value) and value == int(value) else 0
     if rate not in SUPPORTED_SAMPLE_RATES:
         log.warning(
-            "Ignoring sample_rate=%r (supported: %s); using %d",
-            query_value,
+            "Ignoring sample_rate=%s (supported: %s); using %d",
+            describe_frame(repr(query_value), 40),
             SUPPORTED_SAMPLE_RATES,
             default,
         )
@@ -117,14 +133,6 @@ class _Outbound:
 _DISCONNECT = disconnect()
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a handshake is refused: 403 (who is calling) or 503 (we cannot take it now)."""
-
-    status: int
-    reason: str
-
-
 class _CloseStream(Exception):
     """Close an accepted stream with ``code`` (raised before a session exists)."""
 
@@ -136,123 +144,37 @@ class _CloseStream(Exception):
 
 async def handle_call(websocket: WebSocket, state: AppState, path_token: str | None = None) -> None:
     """One ``/voice`` connection: admission, then the call (``path_token`` from /voice/{t})."""
-    refusal = admission_refusal(websocket, state, path_token)
+    ip = client_address(websocket, state.settings)
+    refusal = admission_refusal(websocket, state, path_token, ip=ip)
     calls = state.lifecycle.calls
     if refusal is None and not calls.try_admit(state.settings.max_calls):
         refusal = Refusal(503, f"at MAX_CALLS ({state.settings.max_calls} calls in progress)")
     if refusal is not None:
-        await _refuse(websocket, refusal)
+        await refuse(websocket, state, refusal, ip)
         return
+    pending = PendingStream(state.ip_limits, ip)
     try:
-        await _serve_call(websocket, state)
+        await _serve_call(websocket, state, pending)
     finally:
+        pending.release()
         calls.release()
 
 
-def admission_refusal(
-    websocket: WebSocket, state: AppState, path_token: str | None
-) -> Refusal | None:
-    """The handshake checks, cheapest first; nothing here may log the token."""
-    settings = state.settings
-    if state.lifecycle.draining:
-        return Refusal(503, "the server is shutting down")
-    expected = settings.voice_ws_token
-    if expected is not None and settings.voice_auth_configured:
-        given = path_token if path_token is not None else websocket.query_params.get("token")
-        if not tokens_match(given, expected.get_secret_value().strip()):
-            return Refusal(403, "missing or wrong stream token")
-    if settings.voice_allowed_ips:
-        ip = _client_ip(websocket, settings)
-        if not ip_allowed(ip, _networks(settings.voice_allowed_ips)):
-            return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS")
-    return None
-
-
-@lru_cache(maxsize=8)
-def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
-    return parse_networks(values)
-
-
-def _client_ip(websocket: WebSocket, settings: Settings) -> str | None:
-    peer = websocket.client.host if websocket.client is not None else None
-    forwarded = websocket.headers.getlist("x-forwarded-for")
-    return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
-
-
-class UvicornNoiseFilter(logging.Filter):
-    """Quiets two uvicorn (websockets-sansio) log lines that any client can trigger.
-
-    - After every denial response (our 503) it logs "ASGI callable returned without
-      completing handshake." at ERROR, as it never marks such a handshake complete
-      (uvicorn PR #3138); that would trip error alerting. Only the line directly after
-      one of our denials is dropped: uvicorn logs it as our handler returns, before the
-      loop runs anything else.
-    - A text frame with invalid UTF-8 is logged with a full traceback before uvicorn
-      closes with 1007. It is the client's bad bytes, not a server fault: the line stays,
-      as a warning without the traceback (our handler logs the 1007 under the call id).
-    """
-
-    _DENIAL = "ASGI callable returned without completing handshake."
-    _BAD_UTF8 = "Invalid UTF-8 sequence received from client."
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.armed = False
-
-    def arm(self) -> None:
-        self.armed = True
-        asyncio.get_running_loop().call_soon(self._disarm)
-
-    def _disarm(self) -> None:
-        self.armed = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == self._BAD_UTF8:
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        elif self.armed and record.msg == self._DENIAL:
-            self.armed = False
-            return False
-        return True
-
-
-uvicorn_noise_filter = UvicornNoiseFilter()
-
-
-async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
-    """Refuse before accepting: the Stream Node gets an HTTP status, never a stream."""
-    peer = websocket.client.host if websocket.client is not None else "unknown"
-    log.warning(
-        "Refused a /voice handshake from %s: HTTP %d, %s", peer, refusal.status, refusal.reason
-    )
-    if refusal.status == 403:
-        await websocket.close(code=CLOSE_POLICY)
-        return
-    response = PlainTextResponse(
-        refusal.reason, refusal.status, headers={"Retry-After": str(BUSY_RETRY_AFTER_S)}
-    )
-    try:
-        await websocket.send_denial_response(response)
-        uvicorn_noise_filter.arm()
-    except RuntimeError:  # the server lacks the extension: it answers 403 to this instead
-        await websocket.close(code=CLOSE_TRY_LATER)
-
-
-async def _serve_call(websocket: WebSocket, state: AppState) -> None:
+async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStream) -> None:
     rate = call_sample_rate(websocket.query_params.get("sample_rate"), state.settings.sample_rate)
     await websocket.accept()
     context = call_id_var.set("-")
     record: CallRecord | None = None
     try:
-        metadata, early_audio = await _read_metadata(websocket, state.settings)
-        call_id_var.set(metadata.call_id)
+        metadata, early_audio = await _read_metadata(websocket, state.settings, pending)
+        call_id = _claim_call_id(state, metadata)
         _log_metadata(metadata, rate)
         missing = state.settings.missing_providers()
         if missing:
             log.error("Missing settings for a live call: %s", ", ".join(missing))
         record = state.registry.add(
             CallRecord(
-                call_id=metadata.call_id,
+                call_id=call_id,
                 virtual_number=metadata.virtual_number,
                 customer_number=metadata.customer_number,
                 call_type=metadata.call_type,
@@ -267,9 +189,16 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
             send=outbound.send,
             sample_rate=rate,
         )
-        frames = _audio_frames(websocket, early_audio, outbound, state.settings.max_frame_bytes)
+        frames = _audio_frames(
+            websocket,
+            early_audio,
+            outbound,
+            state.settings,
+            AudioMeter(rate, state.settings.inbound_audio_burst_s, time.monotonic()),
+            pending,
+        )
         try:
-            with state.lifecycle.calls.session(metadata.call_id, session):
+            with state.lifecycle.calls.session(call_id, session):
                 await session.run(frames)
         finally:
             await outbound.aclose()
@@ -288,6 +217,28 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
         call_id_var.reset(context)
 
 
+def _claim_call_id(state: AppState, metadata: CallMetadata) -> str:
+    """The id this call runs under: the frame's, unless unsafe or already live here."""
+    if metadata.refused_call_id:
+        log.error(
+            "Refused callid %s (allowed: letters, digits and ._:@+=-, at most %d); "
+            "serving the call as %s",
+            metadata.refused_call_id,
+            CALL_ID_MAX_CHARS,
+            metadata.call_id,
+        )
+    call_id = state.registry.unique_id(metadata.call_id)
+    call_id_var.set(call_id)
+    if call_id != metadata.call_id:
+        # Two live calls must never share a record (or each other's CDRs and logs).
+        log.warning(
+            "callid %s is already live on this server; serving this call as %s",
+            metadata.call_id,
+            call_id,
+        )
+    return call_id
+
+
 def _describe_close(code: int) -> str:
     meaning = _CLOSE_MEANING.get(code)
     return f"code {code}: {meaning}" if meaning else f"code {code}"
@@ -302,11 +253,18 @@ def _log_closed(code: int, *, started: bool) -> None:
 
 
 async def _read_metadata(
-    websocket: WebSocket, settings: Settings
+    websocket: WebSocket, settings: Settings, pending: PendingStream
 ) -> tuple[CallMetadata, bytes | None]:
-    """The first frame should be metadata; anything else must not cost the caller the call."""
+    """The first frame should be metadata; anything else must not cost the caller the call.
+
+    A stream that sends nothing is still greeted (under a generated id) after
+    METADATA_TIMEOUT_S, but stays counted as pending against its address until it sends
+    a frame: idle sockets from one address cannot pile up.
+    """
     try:
         message = await asyncio.wait_for(websocket.receive(), METADATA_TIMEOUT_S)
+        if message["type"] != "websocket.disconnect":
+            pending.release()
     except TimeoutError:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)
@@ -360,15 +318,22 @@ def _log_metadata(metadata: CallMetadata, rate: int) -> None:
 
 
 async def _audio_frames(
-    websocket: WebSocket, early_audio: bytes | None, outbound: _Outbound, max_frame_bytes: int
+    websocket: WebSocket,
+    early_audio: bytes | None,
+    outbound: _Outbound,
+    settings: Settings,
+    meter: AudioMeter,
+    pending: PendingStream,
 ) -> AsyncIterator[bytes]:
-    """Aligned caller PCM until the caller hangs up (or sends a frame we must refuse)."""
+    """Aligned caller PCM, within the real-time budget, until the caller hangs up (or
+    sends a frame we must refuse)."""
     aligner = FrameAligner()
     packets = 0
     texts = 0
+    stray_logged = False
     if early_audio:
         aligned = aligner.push(early_audio)
-        if aligned:
+        if aligned and _within_budget(meter, aligned):
             yield aligned
     debug = log.isEnabledFor(logging.DEBUG)
     while True:
@@ -377,8 +342,9 @@ async def _audio_frames(
             outbound.closed = True
             _log_closed(message.get("code", 1000), started=True)
             return
+        pending.release()
         try:
-            _check_size(message, max_frame_bytes)
+            _check_size(message, settings.max_frame_bytes)
         except _CloseStream as exc:
             # Ends the audio like a hang-up, so the session winds down on its usual path.
             outbound.closed = True
@@ -392,12 +358,32 @@ async def _audio_frames(
             if packets == 1 or debug:
                 log.info("Audio packet received | size=%d bytes", len(data))
             aligned = aligner.push(data)
-            if aligned:
+            if aligner.dropped and not stray_logged:
+                stray_logged = True
+                log.warning(
+                    "Dropped a stray byte: an odd-length frame was followed by a %d-byte "
+                    "frame, so it was no split sample; the audio stays aligned",
+                    len(data),
+                )
+            if aligned and _within_budget(meter, aligned):
                 yield aligned
         elif message.get("text") is not None:
             texts += 1
             if texts <= LOGGED_TEXT_FRAMES or texts % 100 == 0:
                 _log_ignored_text(message["text"], texts)
+
+
+def _within_budget(meter: AudioMeter, aligned: bytes) -> bool:
+    if meter.admit(len(aligned), time.monotonic()):
+        return True
+    if meter.dropped_frames == 1:  # one line per call
+        log.warning(
+            "Caller audio arrives faster than real time: dropping what exceeds real time "
+            "plus a %.1f s burst (%.1f s of audio forwarded so far)",
+            meter.burst_s,
+            meter.seconds(meter.passed_bytes),
+        )
+    return False
 
 
 def _log_ignored_text(text: str, count: int) -> None:
