@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from config.logs import get_logger
 from config.settings import Settings
 from server.exposure import open_stream_refusal
-from server.limits import IpLimits
+from server.limits import TokenBucket
 from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
 from server.state import AppState
 
@@ -57,18 +57,41 @@ class Refusal:
 
 
 class PendingStream:
-    """An accepted stream that has not sent a frame yet counts against its address."""
+    """An accepted stream, from the handshake to its end.
 
-    def __init__(self, limits: IpLimits, ip: str | None) -> None:
-        self._limits, self._ip = limits, ip
+    Until its first frame it is *pending*: it counts against its address, sits in the
+    pending pool (which may evict it: ``evicted`` is then set) and holds no MAX_CALLS
+    slot, so silent sockets cannot fill the slots calls need. Its first frame promotes it
+    to a call, which takes a slot.
+    """
+
+    def __init__(self, state: AppState, ip: str | None) -> None:
+        self._limits, self._pool, self.ip = state.ip_limits, state.pending_pool, ip
+        self._calls, self._max_calls = state.lifecycle.calls, state.settings.max_calls
         self._held = True
-        limits.hold(ip, time.monotonic())
+        self.admitted = False
+        self._limits.hold(ip, time.monotonic())
+        self.evicted = self._pool.enter()
 
     def release(self) -> None:
-        """The stream sent its first frame, or ended (idempotent)."""
+        """No longer pending (idempotent)."""
         if self._held:
             self._held = False
-            self._limits.release(self._ip)
+            self._limits.release(self.ip)
+            self._pool.leave(self.evicted)
+
+    def promote(self) -> bool:
+        """The first frame arrived: take a MAX_CALLS slot; False when they are all taken."""
+        self.release()
+        if not self.admitted:
+            self.admitted = self._calls.try_admit(self._max_calls)
+        return self.admitted
+
+    def end(self) -> None:
+        self.release()
+        if self.admitted:
+            self.admitted = False
+            self._calls.release()
 
 
 def admission_refusal(
@@ -114,8 +137,14 @@ def client_address(websocket: WebSocket, settings: Settings) -> str | None:
 
 
 class UvicornNoiseFilter(logging.Filter):
-    """Quiets two uvicorn (websockets-sansio) log lines that any client can trigger.
+    """Quiets the uvicorn (websockets-sansio) log lines that any client can trigger.
 
+    - Every WebSocket handshake costs two or three INFO lines ("connection open",
+      '"WebSocket /voice/***" [accepted]', "connection rejected (429 ...)", ...): a flood
+      of handshakes would be a flood of lines. "connection open/closed" are dropped (our
+      own lines say when a call starts and ends); the others pass at most ``burst`` at
+      once and ``per_s`` per second after that, and the next one that passes says how
+      many were held back.
     - After every denial response (our 503) it logs "ASGI callable returned without
       completing handshake." at ERROR, as it never marks such a handshake complete
       (uvicorn PR #3138); that would trip error alerting. Only the line directly after
@@ -128,10 +157,22 @@ class UvicornNoiseFilter(logging.Filter):
 
     _DENIAL = "ASGI callable returned without completing handshake."
     _BAD_UTF8 = "Invalid UTF-8 sequence received from client."
+    _PER_CONNECTION = frozenset({"connection open", "connection closed"})
+    _HANDSHAKE = frozenset(
+        {
+            '%s - "WebSocket %s" [accepted]',
+            '%s - "WebSocket %s" 403',
+            '%s - "WebSocket %s" %d',
+            "connection rejected (%d %s)",
+            "HTTP response sent (%d %s)",
+        }
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, per_s: float = 5.0, burst: int = 50) -> None:
         super().__init__()
         self.armed = False
+        self._handshakes = TokenBucket(per_s, burst, time.monotonic())
+        self.held = 0
 
     def arm(self) -> None:
         self.armed = True
@@ -141,6 +182,16 @@ class UvicornNoiseFilter(logging.Filter):
         self.armed = False
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg in self._PER_CONNECTION:
+            return False
+        if record.msg in self._HANDSHAKE:
+            if not self._handshakes.take(1, time.monotonic()):
+                self.held += 1
+                return False
+            if self.held:
+                record.msg = f"{record.msg} (+{self.held} similar lines not logged)"
+                self.held = 0
+            return True
         if record.msg == self._BAD_UTF8:
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"

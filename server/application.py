@@ -45,7 +45,7 @@ from server.exposure import (
     uvicorn_bind_host,
     uvicorn_option_problems,
 )
-from server.limits import IpLimitConfig, IpLimits
+from server.limits import IpLimitConfig, IpLimits, PendingPool
 from server.providers import build_providers
 from server.security import UrlRedactingFilter, parse_networks
 from server.state import AppState
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             providers=build_providers(settings, http),
             http=http,
             ip_limits=IpLimits(ip_limit_config(settings)),
+            pending_pool=PendingPool(max(16, settings.max_calls // 4)),
         )
         app.state.voice = state
         kpi = KpiService(settings, state.registry)

@@ -32,13 +32,14 @@ class AudioMeter:
     def __init__(self, sample_rate: int, burst_s: float, now: float) -> None:
         self.burst_s = burst_s
         self._bytes_per_s = sample_rate * 2  # 16-bit mono
-        self._bucket = TokenBucket(DRIFT, burst_s, now)  # tokens are seconds of audio
+        # Tokens are bytes of audio: whole numbers, so a frame fits exactly.
+        self._bucket = TokenBucket(self._bytes_per_s * DRIFT, burst_s * self._bytes_per_s, now)
         self.passed_bytes = 0
         self.dropped_bytes = 0
         self.dropped_frames = 0
 
     def admit(self, frame_bytes: int, now: float) -> bool:
-        if self._bucket.take(frame_bytes / self._bytes_per_s, now):
+        if self._bucket.take(frame_bytes, now):
             self.passed_bytes += frame_bytes
             return True
         self.dropped_bytes += frame_bytes

@@ -16,6 +16,7 @@ recently seen idle ones are forgotten first.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Literal
 
 from server.security import Network
 
-__all__ = ["IpLimitConfig", "IpLimits", "LogThrottle", "TokenBucket", "Verdict"]
+__all__ = ["IpLimitConfig", "IpLimits", "LogThrottle", "PendingPool", "TokenBucket", "Verdict"]
 
 
 class TokenBucket:
@@ -187,6 +188,37 @@ class IpLimits:
                     return
         while len(self._seen) >= self.config.max_tracked:
             self._seen.popitem(last=False)
+
+
+class PendingPool:
+    """Accepted streams that have not sent a frame yet, at most ``capacity`` at once.
+
+    A full pool makes room by evicting its oldest stream (its event is set; the stream
+    closes itself). A Stream Node sends metadata within milliseconds of the handshake, so
+    the oldest silent stream is almost surely an idle socket: idle sockets from however
+    many addresses hold at most ``capacity`` MAX_CALLS slots, and never keep a call out.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self.evictions = 0
+        self._waiting: OrderedDict[asyncio.Event, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def enter(self) -> asyncio.Event:
+        """Join the pool; the returned event is set if this stream is evicted."""
+        while len(self._waiting) >= self.capacity:
+            oldest, _ = self._waiting.popitem(last=False)
+            oldest.set()
+            self.evictions += 1
+        evicted = asyncio.Event()
+        self._waiting[evicted] = None
+        return evicted
+
+    def leave(self, evicted: asyncio.Event) -> None:
+        self._waiting.pop(evicted, None)
 
 
 def _key(ip: str | None) -> str:

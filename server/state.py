@@ -15,7 +15,7 @@ from config.settings import Settings
 from pipeline.agent import AgentConfig
 from pipeline.session import Providers
 from server.lifecycle import Lifecycle
-from server.limits import IpLimits, LogThrottle
+from server.limits import IpLimits, LogThrottle, PendingPool
 from server.registry import CallRegistry
 
 
@@ -31,6 +31,8 @@ class AppState:
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
     ip_limits: IpLimits = field(default_factory=IpLimits)  # per-address handshake limits
     refusal_log: LogThrottle = field(default_factory=LogThrottle)  # refused-handshake lines
+    # Accepted streams with no frame yet; the app sizes it at MAX_CALLS / 4 (at least 16).
+    pending_pool: PendingPool = field(default_factory=lambda: PendingPool(50))
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)

@@ -51,7 +51,9 @@ LOGGED_TEXT_FRAMES = 3  # text frames after metadata: log the first few, then ev
 DISCONNECT_GRACE_S = 5.0
 
 # Close codes (RFC 6455 section 7.4.1) this edge uses.
+CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
 _CLOSE_MEANING = {
     1001: "going away",
     1007: "invalid UTF-8 in a text frame",
@@ -142,22 +144,25 @@ class _CloseStream(Exception):
         self.reason = reason
 
 
+class _SilentStream(_CloseStream):
+    """No frame at all after the handshake: not a Stream Node."""
+
+
 async def handle_call(websocket: WebSocket, state: AppState, path_token: str | None = None) -> None:
     """One ``/voice`` connection: admission, then the call (``path_token`` from /voice/{t})."""
     ip = client_address(websocket, state.settings)
     refusal = admission_refusal(websocket, state, path_token, ip=ip)
-    calls = state.lifecycle.calls
-    if refusal is None and not calls.try_admit(state.settings.max_calls):
-        refusal = Refusal(503, f"at MAX_CALLS ({state.settings.max_calls} calls in progress)")
+    max_calls = state.settings.max_calls
+    if refusal is None and state.lifecycle.calls.connections >= max_calls:
+        refusal = Refusal(503, f"at MAX_CALLS ({max_calls} calls in progress)")
     if refusal is not None:
         await refuse(websocket, state, refusal, ip)
         return
-    pending = PendingStream(state.ip_limits, ip)
+    stream = PendingStream(state, ip)  # takes its MAX_CALLS slot with its first frame
     try:
-        await _serve_call(websocket, state, pending)
+        await _serve_call(websocket, state, stream)
     finally:
-        pending.release()
-        calls.release()
+        stream.end()
 
 
 async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStream) -> None:
@@ -195,7 +200,6 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
             outbound,
             state.settings,
             AudioMeter(rate, state.settings.inbound_audio_burst_s, time.monotonic()),
-            pending,
         )
         try:
             with state.lifecycle.calls.session(call_id, session):
@@ -205,7 +209,7 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
     except WebSocketDisconnect as exc:
         _log_closed(exc.code, started=False)
     except _CloseStream as exc:
-        log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
+        _log_close(state, pending, exc)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await websocket.close(exc.code, exc.reason)
     finally:
@@ -215,6 +219,20 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
             with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
                 await websocket.close()
         call_id_var.reset(context)
+
+
+def _log_close(state: AppState, pending: PendingStream, exc: _CloseStream) -> None:
+    if not isinstance(exc, _SilentStream):
+        log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
+        return
+    # Anyone can open silent streams by the hundred: one line per address and minute.
+    who = pending.ip or "unknown"
+    allowed, held = state.refusal_log.allow(f"{who}|silent", time.monotonic())
+    if allowed:
+        more = f" (+{held} similar not logged)" if held else ""
+        log.warning(
+            "Closing a silent stream from %s with %d: %s%s", who, exc.code, exc.reason, more
+        )
 
 
 def _claim_call_id(state: AppState, metadata: CallMetadata) -> str:
@@ -257,25 +275,17 @@ async def _read_metadata(
 ) -> tuple[CallMetadata, bytes | None]:
     """The first frame should be metadata; anything else must not cost the caller the call.
 
-    A stream that sends nothing is still greeted (under a generated id) after
-    METADATA_TIMEOUT_S, but stays counted as pending against its address until it sends
-    a frame: idle sockets from one address cannot pile up.
+    Audio first, or a metadata frame we cannot use: the call is served under a generated
+    id. No frame at all within METADATA_TIMEOUT_S: no Stream Node (it sends metadata at
+    once, then audio all the time), so the stream is closed (1008) before it costs a
+    speech-to-text stream and a MAX_CALLS slot; until then it counts as pending against
+    its address, so idle sockets cannot pile up.
     """
-    try:
-        message = await asyncio.wait_for(websocket.receive(), METADATA_TIMEOUT_S)
-        if message["type"] != "websocket.disconnect":
-            pending.release()
-    except TimeoutError:
-        metadata = generated_metadata()
-        call_id_var.set(metadata.call_id)
-        log.error(
-            "No metadata frame within %.0f s; serving the call as %s",
-            METADATA_TIMEOUT_S,
-            metadata.call_id,
-        )
-        return metadata, None
+    message = await _first_frame(websocket, pending)
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
+    if not pending.promote():  # calls filled up since the handshake (rare)
+        raise _CloseStream(CLOSE_TRY_LATER, "at MAX_CALLS: try again later")
     _check_size(message, settings.max_frame_bytes)
     text = message.get("text")
     if text is None:
@@ -295,6 +305,28 @@ async def _read_metadata(
             metadata.call_id,
         )
         return metadata, None
+
+
+async def _first_frame(websocket: WebSocket, pending: PendingStream) -> Message:
+    """The first message, unless METADATA_TIMEOUT_S passes or the pending pool evicts us."""
+    receiving = asyncio.ensure_future(websocket.receive())
+    evicted = asyncio.ensure_future(pending.evicted.wait())
+    try:
+        await asyncio.wait(
+            {receiving, evicted}, timeout=METADATA_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (receiving, evicted):
+            if not task.done():
+                task.cancel()
+        await asyncio.wait({receiving, evicted})
+    if receiving.done() and not receiving.cancelled():
+        return receiving.result()
+    if evicted.done() and not evicted.cancelled():
+        reason = "no frame yet, and the oldest of too many silent streams"
+    else:
+        reason = f"no frame within {METADATA_TIMEOUT_S:.0f} s of the handshake"
+    raise _SilentStream(CLOSE_POLICY, reason)
 
 
 def _check_size(message: Message, limit: int) -> None:
@@ -323,7 +355,6 @@ async def _audio_frames(
     outbound: _Outbound,
     settings: Settings,
     meter: AudioMeter,
-    pending: PendingStream,
 ) -> AsyncIterator[bytes]:
     """Aligned caller PCM, within the real-time budget, until the caller hangs up (or
     sends a frame we must refuse)."""
@@ -342,7 +373,6 @@ async def _audio_frames(
             outbound.closed = True
             _log_closed(message.get("code", 1000), started=True)
             return
-        pending.release()
         try:
             _check_size(message, settings.max_frame_bytes)
         except _CloseStream as exc:
