@@ -154,6 +154,7 @@ def run_abuse(cfg: AbuseConfig) -> dict[str, Any]:
         "machine": machine(),
         "baseline": _calls(baseline["calls"]),
         "attacked": _calls(honest["calls"]),
+        "honest_cpu_percent": honest.get("process_cpu_percent"),
         "attacks": attacks,
         "stt_audio_s": _stt_audio(timeline["stt"]),
         "server": _server(mon, t_base, t_attack, t_honest, t_honest_end, t_end),
@@ -263,6 +264,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"attack {srv['attack']['cpu_percent']} % / {srv['attack']['rss_peak_mb']} MB",
         ),
         ("Server log", f"{logs['lines']} lines, {logs['tracebacks']} tracebacks"),
+        (
+            "Client processes' own CPU (attackers at nice 10)",
+            f"attackers {attacks.get('process_cpu_percent')} %, "
+            f"honest callers {result.get('honest_cpu_percent')} %",
+        ),
     ]
     lines = ["| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]

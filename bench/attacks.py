@@ -76,8 +76,8 @@ async def idle_sockets(
     url: str, count: int, addresses: list[str], seconds: float, *, reconnect: bool = True
 ) -> IdleResult:
     """``count`` workers spread over ``addresses``, each holding a stream that never sends
-    a frame; with ``reconnect`` a worker opens another when its stream is closed or
-    refused (after 0.5 s), until ``seconds`` have passed."""
+    a frame; with ``reconnect`` a worker opens another when its stream is closed (at once)
+    or refused (after a second), until ``seconds`` have passed."""
     result = IdleResult()
     deadline = time.monotonic() + seconds
 
@@ -102,7 +102,7 @@ async def idle_sockets(
                 ws = await connect(url, local_addr=(source, 0), open_timeout=10, compression=None)
             except (OSError, WebSocketException, TimeoutError) as exc:
                 result.outcomes[_status(exc)] += 1
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(1.0)
             else:
                 result.outcomes["accepted"] += 1
                 await hold(ws)

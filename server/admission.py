@@ -71,14 +71,14 @@ class PendingStream:
         self._held = True
         self.admitted = False
         self._limits.hold(ip, time.monotonic())
-        self.evicted = self._pool.enter()
+        self.evicted = self._pool.enter(ip)
 
     def release(self) -> None:
         """No longer pending (idempotent)."""
         if self._held:
             self._held = False
             self._limits.release(self.ip)
-            self._pool.leave(self.evicted)
+            self._pool.leave(self.ip, self.evicted)
 
     def promote(self) -> bool:
         """The first frame arrived: take a MAX_CALLS slot; False when they are all taken."""
@@ -109,7 +109,10 @@ def admission_refusal(
     now = time.monotonic() if now is None else now
     verdict = state.ip_limits.check_handshake(ip, now)
     if verdict is not None:
-        return Refusal(429, verdict.reason, verdict.retry_after_s, kind=verdict.kind)
+        # A ban gets the cheapest answer uvicorn has (a bare 403); a limit gets 429 and
+        # says when to try again.
+        status = 403 if verdict.kind == "banned" else 429
+        return Refusal(status, verdict.reason, verdict.retry_after_s, kind=verdict.kind)
     peer = websocket.client.host if websocket.client is not None else None
     unauthenticated = open_stream_refusal(settings, peer, websocket.headers.keys())
     if unauthenticated is not None:
@@ -208,7 +211,7 @@ async def refuse(websocket: WebSocket, state: AppState, refusal: Refusal, ip: st
     """Refuse before accepting: the Stream Node gets an HTTP status, never a stream."""
     now = time.monotonic()
     who = ip or (websocket.client.host if websocket.client is not None else "unknown")
-    if refusal.auth and state.ip_limits.auth_refused(ip, now):
+    if refusal.auth and state.ip_limits.strike(ip, now):
         log.warning(
             "Banning %s for %.0f s: too many refused /voice handshakes (last: %s)",
             who,

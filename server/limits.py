@@ -4,8 +4,9 @@ Pure and clock-driven (every method takes ``now``), so each rule is tested on vi
 time. :mod:`server.voice` applies them before a WebSocket is accepted:
 
 - **handshake rate**: a token bucket per address (``rate`` per second, ``burst`` at once);
-- **refused-auth rate**: a second bucket per address, drained by each wrong token or
-  address outside the allow-list; when it runs dry the address is banned for ``ban_s``;
+- **strikes**: a second bucket per address, drained by each wrong token, address outside
+  the allow-list, or stream closed for sending nothing (no Stream Node does that); when
+  it runs dry the address is banned for ``ban_s``;
 - **pending connections**: accepted streams that have not sent their first frame yet
   (idle sockets that never send metadata) are capped per address.
 
@@ -68,7 +69,7 @@ class IpLimitConfig:
     handshakes_per_s: float = 20.0
     handshake_burst: int = 100
     max_pending: int = 32
-    auth_failures: int = 20  # refusals an address may have...
+    auth_failures: int = 20  # strikes an address may have...
     auth_window_s: float = 60.0  # ...per this long, before it is banned
     ban_s: float = 300.0
     max_tracked: int = 10_000
@@ -127,8 +128,8 @@ class IpLimits:
             )
         return None
 
-    def auth_refused(self, ip: str | None, now: float) -> bool:
-        """Record a wrong token or a refused address; True if it starts a ban."""
+    def strike(self, ip: str | None, now: float) -> bool:
+        """Record a refused authentication or a silent stream; True if it starts a ban."""
         if self.exempt(ip):
             return False
         state = self._state(ip, now)
@@ -193,32 +194,49 @@ class IpLimits:
 class PendingPool:
     """Accepted streams that have not sent a frame yet, at most ``capacity`` at once.
 
-    A full pool makes room by evicting its oldest stream (its event is set; the stream
-    closes itself). A Stream Node sends metadata within milliseconds of the handshake, so
-    the oldest silent stream is almost surely an idle socket: idle sockets from however
-    many addresses hold at most ``capacity`` MAX_CALLS slots, and never keep a call out.
+    A full pool makes room by evicting a stream (its event is set; the stream closes
+    itself): the oldest one of the address with the most streams waiting. A Stream Node
+    sends metadata within milliseconds of its handshake, so it rarely has even one stream
+    waiting, while an address flooding idle sockets has many: idle sockets from however
+    many addresses hold at most ``capacity`` places, and never keep a real call out.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self.evictions = 0
-        self._waiting: OrderedDict[asyncio.Event, None] = OrderedDict()
+        self._by_address: dict[str, OrderedDict[asyncio.Event, None]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return self._count
 
-    def enter(self) -> asyncio.Event:
+    def enter(self, ip: str | None) -> asyncio.Event:
         """Join the pool; the returned event is set if this stream is evicted."""
-        while len(self._waiting) >= self.capacity:
-            oldest, _ = self._waiting.popitem(last=False)
-            oldest.set()
-            self.evictions += 1
+        while self._count >= self.capacity:
+            self._evict()
         evicted = asyncio.Event()
-        self._waiting[evicted] = None
+        self._by_address.setdefault(_key(ip), OrderedDict())[evicted] = None
+        self._count += 1
         return evicted
 
-    def leave(self, evicted: asyncio.Event) -> None:
-        self._waiting.pop(evicted, None)
+    def leave(self, ip: str | None, evicted: asyncio.Event) -> None:
+        waiting = self._by_address.get(_key(ip))
+        if waiting is None or evicted not in waiting:
+            return  # evicted already, or left before
+        del waiting[evicted]
+        self._count -= 1
+        if not waiting:
+            del self._by_address[_key(ip)]
+
+    def _evict(self) -> None:
+        key = max(self._by_address, key=lambda k: len(self._by_address[k]))
+        waiting = self._by_address[key]
+        oldest, _ = waiting.popitem(last=False)
+        if not waiting:
+            del self._by_address[key]
+        self._count -= 1
+        oldest.set()
+        self.evictions += 1
 
 
 def _key(ip: str | None) -> str:

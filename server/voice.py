@@ -225,9 +225,15 @@ def _log_close(state: AppState, pending: PendingStream, exc: _CloseStream) -> No
     if not isinstance(exc, _SilentStream):
         log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
         return
-    # Anyone can open silent streams by the hundred: one line per address and minute.
+    # Anyone can open silent streams by the hundred: one line per address and minute, and
+    # each is a strike (no Stream Node does this), so a flood gets its address banned.
     who = pending.ip or "unknown"
-    allowed, held = state.refusal_log.allow(f"{who}|silent", time.monotonic())
+    now = time.monotonic()
+    if state.ip_limits.strike(pending.ip, now):
+        log.warning(
+            "Banning %s for %.0f s: too many silent streams", who, state.ip_limits.config.ban_s
+        )
+    allowed, held = state.refusal_log.allow(f"{who}|silent", now)
     if allowed:
         more = f" (+{held} similar not logged)" if held else ""
         log.warning(

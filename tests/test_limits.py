@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.audio_meter import DRIFT, AudioMeter
-from server.limits import IpLimitConfig, IpLimits, LogThrottle, TokenBucket
+from server.limits import IpLimitConfig, IpLimits, LogThrottle, PendingPool, TokenBucket
 from server.security import parse_networks
 
 A, B = "203.0.113.7", "198.51.100.9"
@@ -37,13 +37,13 @@ def test_handshake_rate_per_address() -> None:
 
 def test_refused_auth_bans_the_address_for_a_while() -> None:
     limits = IpLimits(IpLimitConfig(auth_failures=5, auth_window_s=60, ban_s=300))
-    assert [limits.auth_refused(A, float(t)) for t in range(5)] == [False] * 5
-    assert limits.auth_refused(A, 5.0) is True  # the sixth inside a minute
+    assert [limits.strike(A, float(t)) for t in range(5)] == [False] * 5
+    assert limits.strike(A, 5.0) is True  # the sixth inside a minute
     assert limits.bans == 1
     verdict = limits.check_handshake(A, 6.0)
     assert verdict is not None and verdict.kind == "banned"
     assert verdict.retry_after_s == 299
-    assert limits.auth_refused(A, 7.0) is False  # already banned: no second ban
+    assert limits.strike(A, 7.0) is False  # already banned: no second ban
     assert limits.check_handshake(B, 6.0) is None  # only that address
     assert limits.check_handshake(A, 305.1) is None  # the ban ends
 
@@ -51,7 +51,7 @@ def test_refused_auth_bans_the_address_for_a_while() -> None:
 def test_slow_refusals_never_ban() -> None:
     """A misconfigured token refused once every few seconds is logged, not banned."""
     limits = IpLimits(IpLimitConfig(auth_failures=5, auth_window_s=60))
-    assert not any(limits.auth_refused(A, t * 13.0) for t in range(100))
+    assert not any(limits.strike(A, t * 13.0) for t in range(100))
 
 
 def test_pending_streams_per_address() -> None:
@@ -81,7 +81,7 @@ def test_allow_listed_addresses_are_exempt() -> None:
     for _ in range(50):
         assert limits.check_handshake(B, 0.0) is None
         limits.hold(B, 0.0)
-        assert not limits.auth_refused(B, 0.0)
+        assert not limits.strike(B, 0.0)
     assert limits.tracked() == 0
 
 
@@ -94,6 +94,28 @@ def test_tracked_addresses_are_bounded() -> None:
     for n in range(200):
         limits.check_handshake(f"10.1.{n // 256}.{n % 256}", 3000.0 + n)
     assert limits.pending("10.9.9.9") == 1
+
+
+def test_pending_pool_evicts_from_the_address_with_the_most_waiting() -> None:
+    pool = PendingPool(capacity=4)
+    flood = [pool.enter(A) for _ in range(3)]
+    honest = pool.enter(B)
+    newcomer = pool.enter(A)  # full: A's oldest goes, never B's
+    assert flood[0].is_set() and not honest.is_set() and not newcomer.is_set()
+    assert len(pool) == 4 and pool.evictions == 1
+    for _ in range(100):  # a long flood from A churns only A's streams
+        pool.enter(A)
+    assert not honest.is_set()
+    pool.leave(B, honest)
+    pool.leave(B, honest)  # twice: harmless
+    pool.leave(A, flood[0])  # evicted already: harmless
+    assert len(pool) == 3
+
+
+def test_pending_pool_from_many_addresses_stays_bounded() -> None:
+    pool = PendingPool(capacity=10)
+    events = [pool.enter(f"10.0.0.{n}") for n in range(100)]
+    assert len(pool) == 10 and sum(e.is_set() for e in events) == 90
 
 
 def test_log_throttle_one_line_per_key_and_window() -> None:
