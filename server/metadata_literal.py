@@ -33,8 +33,10 @@ _SPACE = re.compile(r"[ \t\r\n\f\v]*")
 # Runs of plain string characters (no quote, backslash or bare newline): a single-class
 # repeat, which the regex engine scans without a backtracking stack.
 _PLAIN = {"'": re.compile(r"[^'\\\n]*"), '"': re.compile(r'[^"\\\n]*')}
-_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)?")
-_INT = re.compile(r"[-+]?\d+")
+# ASCII digits only, as in Python source (str.isdigit and \d also take other scripts').
+_NUMBER = re.compile(r"[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?")
+_INT = re.compile(r"[-+]?[0-9][0-9_]*")
+_DIGITS = frozenset("0123456789")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = re.compile(
     r"\\(?:([\\'\"abfnrtv])|([0-7]{1,3})|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})"
@@ -116,7 +118,7 @@ class _Parser:
         char = self.peek()
         if char in ("'", '"'):
             return self.string()
-        if char and (char.isdigit() or char in "-+."):
+        if char and (char in _DIGITS or char in "-+."):
             return self.number()
         match = _NAME.match(self.text, self.pos)
         if match is not None and match.group() in _NAMES:
@@ -180,7 +182,7 @@ class _Parser:
         token = match.group() if match is not None else ""
         if len(token) > MAX_NUMBER_CHARS:
             raise LiteralError(f"number too long (> {MAX_NUMBER_CHARS} characters)")
-        if not any(ch.isdigit() for ch in token):
+        if not any(ch in _DIGITS for ch in token):
             raise LiteralError(f"not a literal: {self.describe()}")
         self.pos += len(token)
         try:

@@ -65,7 +65,7 @@ _CLOSE_MEANING = {
 
 # "16000", "16k", "16.0k", "44.1k": short, plain decimal; nothing float() alone would take
 # ("inf", "nan", "1e400k", "1_6000").
-_RATE = re.compile(r"(\d{1,6})(?:\.(\d{1,3}))?(k?)")
+_RATE = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,3}))?(k?)")
 
 
 def call_sample_rate(query_value: str | None, default: int) -> int:
