@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from server.simulated_call import load_caller_audio
-from server.simulator import CallEnded, CallerLine, StreamNodeClient
+from streamnode.call import load_caller_audio
+from streamnode.caller_line import CallerLine
+from streamnode.client import CallEnded, StreamNodeClient
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

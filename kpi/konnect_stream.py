@@ -22,7 +22,7 @@ from __future__ import annotations
 import codecs
 import re
 
-from pipeline.providers.sse import SseParser
+from wire.sse import SseParser
 
 __all__ = ["KonnectFramer"]
 

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
 from config.logs import get_logger
-from config.settings import Settings
+from config.settings import StreamSettings
 from server.exposure import open_stream_refusal
 from server.limits import TokenBucket
 from server.security import Network, client_ip, ip_allowed, parse_networks, tokens_match
@@ -67,7 +67,7 @@ class PendingStream:
 
     def __init__(self, state: AppState, ip: str | None) -> None:
         self._limits, self._pool, self.ip = state.ip_limits, state.pending_pool, ip
-        self._calls, self._max_calls = state.lifecycle.calls, state.settings.max_calls
+        self._calls, self._max_calls = state.lifecycle.calls, state.settings.stream.max_calls
         self._held = True
         self.admitted = False
         self._limits.hold(ip, time.monotonic())
@@ -103,7 +103,7 @@ def admission_refusal(
     now: float | None = None,
 ) -> Refusal | None:
     """The handshake checks, cheapest first; nothing here may log the token."""
-    settings = state.settings
+    stream = state.settings.stream
     if state.lifecycle.draining:
         return Refusal(503, "the server is shutting down")
     now = time.monotonic() if now is None else now
@@ -114,15 +114,15 @@ def admission_refusal(
         status = 403 if verdict.kind == "banned" else 429
         return Refusal(status, verdict.reason, verdict.retry_after_s, kind=verdict.kind)
     peer = websocket.client.host if websocket.client is not None else None
-    unauthenticated = open_stream_refusal(settings, peer, websocket.headers.keys())
+    unauthenticated = open_stream_refusal(stream, peer, websocket.headers.keys())
     if unauthenticated is not None:
         return Refusal(403, unauthenticated, auth=True)
-    expected = settings.voice_ws_token
-    if expected is not None and settings.voice_auth_configured:
+    expected = stream.voice_ws_token
+    if expected is not None and stream.auth_configured:
         given = path_token if path_token is not None else websocket.query_params.get("token")
         if not tokens_match(given, expected.get_secret_value().strip()):
             return Refusal(403, "missing or wrong stream token", auth=True)
-    if settings.voice_allowed_ips and not ip_allowed(ip, _networks(settings.voice_allowed_ips)):
+    if stream.voice_allowed_ips and not ip_allowed(ip, _networks(stream.voice_allowed_ips)):
         return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS", auth=True)
     return None
 
@@ -132,11 +132,11 @@ def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(values)
 
 
-def client_address(websocket: WebSocket, settings: Settings) -> str | None:
+def client_address(websocket: WebSocket, stream: StreamSettings) -> str | None:
     """The caller's address: the peer, or X-Forwarded-For from TRUSTED_PROXIES."""
     peer = websocket.client.host if websocket.client is not None else None
     forwarded = websocket.headers.getlist("x-forwarded-for")
-    return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
+    return client_ip(peer, forwarded, _networks(stream.trusted_proxies))
 
 
 class UvicornNoiseFilter(logging.Filter):

@@ -46,7 +46,7 @@ from server.exposure import (
     uvicorn_option_problems,
 )
 from server.limits import IpLimitConfig, IpLimits, PendingPool
-from server.providers import build_providers
+from server.providers import build_providers, choose
 from server.security import UrlRedactingFilter, parse_networks
 from server.state import AppState
 from server.voice import handle_call
@@ -60,7 +60,7 @@ MIN_UVICORN = (0, 52, 1)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.server.log_level, settings.secrets())
     _tame_uvicorn_logs()
 
     @asynccontextmanager
@@ -69,25 +69,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
-        agent = AgentConfig.from_settings(settings)
+        agent = AgentConfig.from_settings(settings.agent)
+        choices = choose(settings)
+        providers = build_providers(settings, http, choices)
         state = AppState(
             settings=settings,
             agent=agent,
-            providers=build_providers(settings, http),
+            providers=providers,
             http=http,
+            choices=choices,
             ip_limits=IpLimits(ip_limit_config(settings)),
-            pending_pool=PendingPool(max(16, settings.max_calls // 4)),
+            pending_pool=PendingPool(max(16, settings.stream.max_calls // 4)),
         )
         app.state.voice = state
-        kpi = KpiService(settings, state.registry)
+        kpi = KpiService(settings.knowlarity, state.registry, http=http)
         app.state.kpi = kpi
         await kpi.start()
-        missing = settings.missing_providers()
-        if missing:
-            log.warning(
-                "Starting without %s: calls will be told the agent is unavailable",
-                ", ".join(missing),
-            )
+        _announce_providers(state)
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
@@ -96,9 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
         _announce_stream_security(settings)
         _check_uvicorn(settings)
-        if state.lifecycle.install_signal_handlers(settings.drain_seconds):
+        if state.lifecycle.install_signal_handlers(settings.server.drain_seconds):
             log.info(
-                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)", settings.drain_seconds
+                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)",
+                settings.server.drain_seconds,
             )
         try:
             yield
@@ -113,9 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    admin_token = settings.knowlarity.admin_api_token
 
     def admin_guard(scope: Scope) -> Response | None:
-        refusal = admin_refusal(Headers(scope=scope).get("authorization"), settings.admin_api_token)
+        refusal = admin_refusal(Headers(scope=scope).get("authorization"), admin_token)
         if refusal is None:
             return None
         status, detail = refusal
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         peer = request.client.host if request.client is not None else None
         if is_local_request(peer, request.headers.keys()):
             return True
-        return admin_refusal(request.headers.get("authorization"), settings.admin_api_token) is None
+        return admin_refusal(request.headers.get("authorization"), admin_token) is None
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -138,11 +138,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "status": "ok",
             "providers": {
-                "deepgram": settings.stt_configured,
-                "openai": settings.llm_configured,
-                "cartesia": settings.tts_configured,
+                "deepgram": settings.deepgram.configured,
+                "openai": settings.openai.configured,
+                "cartesia": settings.cartesia.configured,
             },
-            "missing": settings.missing_providers(),
+            "stages": {stage: choice.provider for stage, choice in state.choices.items()},
+            "missing": state.missing(),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -158,13 +159,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status = "draining"
         elif not state.greeting_warmed.is_set():
             status = "warming"  # the first calls would pay a TTS round trip for the greeting
-        elif calls >= settings.max_calls:
+        elif calls >= settings.stream.max_calls:
             status = "full"
         else:
             status = "ready"
         body: dict[str, Any] = {"status": status}
         if trusted(request):
-            body.update(active_calls=calls, max_calls=settings.max_calls)
+            body.update(active_calls=calls, max_calls=settings.stream.max_calls)
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
@@ -185,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Pure ASGI layers, outermost last: the start-up refusal, then bodies and admin auth.
     app.add_middleware(
         BodyLimit,
-        max_bytes=settings.api_max_body_bytes,
+        max_bytes=settings.server.api_max_body_bytes,
         guard=admin_guard,
         guarded_paths=("/api", "/openapi.json"),
     )
@@ -194,14 +195,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def ip_limit_config(settings: Settings) -> IpLimitConfig:
+    stream = settings.stream
     return IpLimitConfig(
-        handshakes_per_s=settings.voice_ip_handshakes_per_s,
-        handshake_burst=settings.voice_ip_handshake_burst,
-        max_pending=settings.voice_ip_max_pending,
-        auth_failures=settings.voice_ip_auth_failures_per_min,
+        handshakes_per_s=stream.ip_handshakes_per_s,
+        handshake_burst=stream.ip_handshake_burst,
+        max_pending=stream.ip_max_pending,
+        auth_failures=stream.ip_auth_failures_per_min,
         auth_window_s=60.0,
-        ban_s=settings.voice_ip_ban_s,
-        exempt=parse_networks(settings.voice_allowed_ips),
+        ban_s=stream.ip_ban_s,
+        exempt=parse_networks(stream.voice_allowed_ips),
     )
 
 
@@ -209,7 +211,7 @@ def _startup_problem(settings: Settings) -> str | None:
     """Refuse to start on a public address without stream authentication (uvicorn only
     says where it binds through its own server object, found while it runs)."""
     server = running_uvicorn()
-    return stream_auth_problem(uvicorn_bind_host(server) if server else None, settings)
+    return stream_auth_problem(uvicorn_bind_host(server) if server else None, settings.stream)
 
 
 def _check_uvicorn(settings: Settings) -> None:
@@ -226,7 +228,7 @@ def _check_uvicorn(settings: Settings) -> None:
     server = running_uvicorn()
     if server is None:
         return  # embedded (tests) or another server: its options are its owner's
-    for problem in uvicorn_option_problems(server, settings):
+    for problem in uvicorn_option_problems(server, settings.stream):
         log.warning("%s", problem)
 
 
@@ -245,16 +247,33 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
+def _announce_providers(state: AppState) -> None:
+    """One line per stage: what runs it and why (never a key)."""
+    for choice in state.choices.values():
+        if choice.provider is None:
+            log.warning("%s: none (%s)", choice.stage.upper(), choice.reason)
+        else:
+            log.info("%s: %s (%s)", choice.stage.upper(), choice.provider, choice.reason)
+    if state.providers.missing():
+        spoken = "hear an apology" if state.providers.tts is not None else "be disconnected"
+        log.warning(
+            "Starting without %s: calls will %s",
+            "/".join(state.providers.missing()),
+            spoken,
+        )
+
+
 def _announce_stream_security(settings: Settings) -> None:
-    if settings.voice_auth == "none":
+    stream = settings.stream
+    if stream.voice_auth == "none":
         log.warning("VOICE_AUTH=none: anyone who finds /voice can open a stream")
-    elif not settings.voice_auth_configured and not settings.voice_allowed_ips:
+    elif not stream.auth_configured and not stream.voice_allowed_ips:
         log.warning(
             "VOICE_WS_TOKEN is not set: /voice serves local connections only "
             "(not ngrok, not other machines)"
         )
-    if settings.voice_allowed_ips:
-        log.info("Streams only from %s", ", ".join(settings.voice_allowed_ips))
+    if stream.voice_allowed_ips:
+        log.info("Streams only from %s", ", ".join(stream.voice_allowed_ips))
 
 
 async def _warm(state: AppState) -> None:
@@ -264,12 +283,12 @@ async def _warm(state: AppState) -> None:
     started = time.monotonic()
     cache = state.providers.cache
     try:
-        await cache.warm(tts, state.agent.greeting, state.settings.sample_rate)
+        await cache.warm(tts, state.agent.greeting, state.settings.stream.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:
         state.greeting_warmed.set()
-    rates = sorted({state.settings.sample_rate, 8000, 16000})
+    rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 

@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from config.settings import Settings
+from config.settings import StreamSettings
 
 __all__ = [
     "StartupGuard",
@@ -55,9 +55,9 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def stream_auth_problem(host: str | None, settings: Settings) -> str | None:
+def stream_auth_problem(host: str | None, stream: StreamSettings) -> str | None:
     """Why the server must not start on ``host`` (one line), or None. ``None`` host: unknown."""
-    if settings.voice_auth == "none" or _stream_auth_configured(settings):
+    if stream.voice_auth == "none" or _stream_auth_configured(stream):
         return None
     if host is None or is_loopback_host(host):
         return None
@@ -77,18 +77,18 @@ def is_local_request(peer: str | None, header_names: Iterable[str]) -> bool:
 
 
 def open_stream_refusal(
-    settings: Settings, peer: str | None, header_names: Iterable[str]
+    stream: StreamSettings, peer: str | None, header_names: Iterable[str]
 ) -> str | None:
     """With no stream authentication configured, only local handshakes are served."""
-    if settings.voice_auth == "none" or _stream_auth_configured(settings):
+    if stream.voice_auth == "none" or _stream_auth_configured(stream):
         return None
     if is_local_request(peer, header_names):
         return None
     return "stream authentication is not configured (VOICE_WS_TOKEN); only local callers"
 
 
-def _stream_auth_configured(settings: Settings) -> bool:
-    return settings.voice_auth_configured or bool(settings.voice_allowed_ips)
+def _stream_auth_configured(stream: StreamSettings) -> bool:
+    return stream.auth_configured or bool(stream.voice_allowed_ips)
 
 
 # --- uvicorn ---------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def uvicorn_bind_host(server: uvicorn.Server) -> str | None:
     return str(config.host)
 
 
-def uvicorn_option_problems(server: uvicorn.Server, settings: Settings) -> list[str]:
+def uvicorn_option_problems(server: uvicorn.Server, stream: StreamSettings) -> list[str]:
     """Bring uvicorn's options in line with ours; what could not be applied, one line each.
 
     ``ws_max_size`` is read by each new WebSocket connection, so setting it now (before
@@ -122,11 +122,11 @@ def uvicorn_option_problems(server: uvicorn.Server, settings: Settings) -> list[
     """
     config = server.config
     problems = []
-    if config.ws_max_size != settings.max_frame_bytes:
-        config.ws_max_size = settings.max_frame_bytes
+    if config.ws_max_size != stream.max_frame_bytes:
+        config.ws_max_size = stream.max_frame_bytes
     if config.proxy_headers:
         theirs = _hosts(config.forwarded_allow_ips)
-        ours = set(settings.trusted_proxies)
+        ours = set(stream.trusted_proxies)
         if theirs != ours:
             problems.append(
                 f"uvicorn believes X-Forwarded-For from {', '.join(sorted(theirs)) or 'nobody'} "

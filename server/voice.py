@@ -1,26 +1,27 @@
 """The ``/voice`` WebSocket: one Knowlarity Stream Node call.
 
-This is the transport edge: it reads the metadata frame, turns binary frames into
-aligned PCM for the session, and sends the session's text frames. Everything about the
-conversation itself lives in :mod:`pipeline.session`.
+This is the transport edge: admission (:mod:`server.admission`: drain, per-address
+limits, token, IP, MAX_CALLS), the metadata frame, then the call: a
+:class:`~server.knowlarity_line.KnowlarityLine` over the socket, served by a
+:class:`~pipeline.call.session.CallSession`, which knows nothing of frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import MutableMapping
+from typing import Any
 
-from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.logs import call_id_var, get_logger
 from config.settings import SUPPORTED_SAMPLE_RATES, Settings
-from pipeline.session import CallSession
+from pipeline.call.session import CallSession
+from pipeline.call_record import CallRecord
 from server.admission import (
     PendingStream,
     Refusal,
@@ -29,42 +30,26 @@ from server.admission import (
     refuse,
 )
 from server.audio_meter import AudioMeter
-from server.protocol import (
+from server.knowlarity_line import CloseStream, KnowlarityLine, check_size, log_closed
+from server.state import AppState
+from wire.knowlarity import (
     CALL_ID_MAX_CHARS,
     CallMetadata,
-    FrameAligner,
     MetadataError,
     describe_frame,
-    disconnect,
     generated_metadata,
     parse_metadata,
 )
-from server.registry import CallRecord
-from server.state import AppState
 
 log = get_logger("KNOWLARITY")
 
 METADATA_TIMEOUT_S = 2.0
-LOGGED_TEXT_FRAMES = 3  # text frames after metadata: log the first few, then every 100th
-# After we send `disconnect` the Stream Node should close; a peer that does not would hold
-# its MAX_CALLS slot for ever, so we close the stream ourselves after this long.
-DISCONNECT_GRACE_S = 5.0
-
-# Close codes (RFC 6455 section 7.4.1) this edge uses.
+# Close codes (RFC 6455 section 7.4.1) this edge uses before a call starts.
 CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
 CLOSE_TRY_LATER = 1013
-_CLOSE_MEANING = {
-    1001: "going away",
-    1007: "invalid UTF-8 in a text frame",
-    1009: "message too big",
-    1011: "server error",
-    1012: "server restarting",
-}
-
 
 # "16000", "16k", "16.0k", "44.1k": short, plain decimal; nothing float() alone would take
-# ("inf", "nan", "1e400k", "1_6000").
+# ("inf", "nan", "1e400k", "1_6000", other scripts' digits).
 _RATE = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,3}))?(k?)")
 
 
@@ -94,65 +79,15 @@ def call_sample_rate(query_value: str | None, default: int) -> int:
     return rate
 
 
-class _Outbound:
-    """Sends text frames; once the caller is gone, later frames are dropped quietly."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-        self.closed = False
-        self._closer: asyncio.Task[None] | None = None
-
-    async def send(self, text: str) -> None:
-        if self.closed:
-            return
-        try:
-            await self._ws.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-            self.closed = True
-            log.info("Send failed, caller gone (%s)", type(exc).__name__)
-            return
-        if text == _DISCONNECT and self._closer is None:
-            self._closer = asyncio.create_task(self._close_later(), name="close-after-disconnect")
-
-    async def _close_later(self) -> None:
-        await asyncio.sleep(DISCONNECT_GRACE_S)
-        if self.closed:
-            return
-        log.warning(
-            "Still connected %.0f s after disconnect; closing the stream", DISCONNECT_GRACE_S
-        )
-        self.closed = True
-        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self._ws.close(1000, "disconnect sent")
-
-    async def aclose(self) -> None:
-        task, self._closer = self._closer, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-
-
-_DISCONNECT = disconnect()
-
-
-class _CloseStream(Exception):
-    """Close an accepted stream with ``code`` (raised before a session exists)."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class _SilentStream(_CloseStream):
+class _SilentStream(CloseStream):
     """No frame at all after the handshake: not a Stream Node."""
 
 
 async def handle_call(websocket: WebSocket, state: AppState, path_token: str | None = None) -> None:
     """One ``/voice`` connection: admission, then the call (``path_token`` from /voice/{t})."""
-    ip = client_address(websocket, state.settings)
+    ip = client_address(websocket, state.settings.stream)
     refusal = admission_refusal(websocket, state, path_token, ip=ip)
-    max_calls = state.settings.max_calls
+    max_calls = state.settings.stream.max_calls
     if refusal is None and state.lifecycle.calls.connections >= max_calls:
         refusal = Refusal(503, f"at MAX_CALLS ({max_calls} calls in progress)")
     if refusal is not None:
@@ -166,7 +101,8 @@ async def handle_call(websocket: WebSocket, state: AppState, path_token: str | N
 
 
 async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStream) -> None:
-    rate = call_sample_rate(websocket.query_params.get("sample_rate"), state.settings.sample_rate)
+    stream = state.settings.stream
+    rate = call_sample_rate(websocket.query_params.get("sample_rate"), stream.sample_rate)
     await websocket.accept()
     context = call_id_var.set("-")
     record: CallRecord | None = None
@@ -174,7 +110,7 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
         metadata, early_audio = await _read_metadata(websocket, state.settings, pending)
         call_id = _claim_call_id(state, metadata)
         _log_metadata(metadata, rate)
-        missing = state.settings.missing_providers()
+        missing = state.missing()
         if missing:
             log.error("Missing settings for a live call: %s", ", ".join(missing))
         record = state.registry.add(
@@ -186,29 +122,30 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
                 sample_rate=rate,
             )
         )
-        outbound = _Outbound(websocket)
+        line = KnowlarityLine(
+            websocket,
+            sample_rate=rate,
+            chunk_ms=state.settings.stream.audio_chunk_ms,
+            max_frame_bytes=state.settings.stream.max_frame_bytes,
+            early_audio=early_audio,
+            meter=AudioMeter(rate, stream.inbound_audio_burst_s, time.monotonic()),
+        )
         session = CallSession(
             record=record,
             config=state.agent,
             providers=state.providers,
-            send=outbound.send,
-            sample_rate=rate,
-        )
-        frames = _audio_frames(
-            websocket,
-            early_audio,
-            outbound,
-            state.settings,
-            AudioMeter(rate, state.settings.inbound_audio_burst_s, time.monotonic()),
+            line=line,
+            events=state.events,
+            language=state.settings.deepgram.language,
         )
         try:
             with state.lifecycle.calls.session(call_id, session):
-                await session.run(frames)
+                await session.run()
         finally:
-            await outbound.aclose()
+            await line.aclose()
     except WebSocketDisconnect as exc:
-        _log_closed(exc.code, started=False)
-    except _CloseStream as exc:
+        log_closed(exc.code, started=False)
+    except CloseStream as exc:
         _log_close(state, pending, exc)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await websocket.close(exc.code, exc.reason)
@@ -221,7 +158,7 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
         call_id_var.reset(context)
 
 
-def _log_close(state: AppState, pending: PendingStream, exc: _CloseStream) -> None:
+def _log_close(state: AppState, pending: PendingStream, exc: CloseStream) -> None:
     if not isinstance(exc, _SilentStream):
         log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
         return
@@ -263,19 +200,6 @@ def _claim_call_id(state: AppState, metadata: CallMetadata) -> str:
     return call_id
 
 
-def _describe_close(code: int) -> str:
-    meaning = _CLOSE_MEANING.get(code)
-    return f"code {code}: {meaning}" if meaning else f"code {code}"
-
-
-def _log_closed(code: int, *, started: bool) -> None:
-    when = "" if started else " before the call started"
-    if code in (1007, 1009):  # the WebSocket layer refused a frame and closed the stream
-        log.warning("Stream closed by the server%s (%s)", when, _describe_close(code))
-    else:
-        log.info("Caller hung up%s (%s)", when, _describe_close(code))
-
-
 async def _read_metadata(
     websocket: WebSocket, settings: Settings, pending: PendingStream
 ) -> tuple[CallMetadata, bytes | None]:
@@ -291,8 +215,8 @@ async def _read_metadata(
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000))
     if not pending.promote():  # calls filled up since the handshake (rare)
-        raise _CloseStream(CLOSE_TRY_LATER, "at MAX_CALLS: try again later")
-    _check_size(message, settings.max_frame_bytes)
+        raise CloseStream(CLOSE_TRY_LATER, "at MAX_CALLS: try again later")
+    check_size(message, settings.stream.max_frame_bytes)
     text = message.get("text")
     if text is None:
         metadata = generated_metadata()
@@ -300,7 +224,7 @@ async def _read_metadata(
         log.error("Audio arrived before metadata; serving the call as %s", metadata.call_id)
         return metadata, message.get("bytes")
     try:
-        return parse_metadata(text, max_bytes=settings.max_metadata_bytes), None
+        return parse_metadata(text, max_bytes=settings.stream.max_metadata_bytes), None
     except MetadataError as exc:
         metadata = generated_metadata()
         call_id_var.set(metadata.call_id)
@@ -313,7 +237,7 @@ async def _read_metadata(
         return metadata, None
 
 
-async def _first_frame(websocket: WebSocket, pending: PendingStream) -> Message:
+async def _first_frame(websocket: WebSocket, pending: PendingStream) -> MutableMapping[str, Any]:
     """The first message, unless METADATA_TIMEOUT_S passes or the pending pool evicts us."""
     receiving = asyncio.ensure_future(websocket.receive())
     evicted = asyncio.ensure_future(pending.evicted.wait())
@@ -335,102 +259,9 @@ async def _first_frame(websocket: WebSocket, pending: PendingStream) -> Message:
     raise _SilentStream(CLOSE_POLICY, reason)
 
 
-def _check_size(message: Message, limit: int) -> None:
-    """The app's own MAX_FRAME_BYTES check, for servers started without --ws-max-size.
-
-    With ``voice-agent serve`` the WebSocket layer already closed such a frame with 1009
-    after reading only its header; here it has been buffered, but goes no further.
-    """
-    data = message.get("bytes")
-    size = len(data) if data is not None else len(message.get("text") or "")
-    if size > limit:
-        raise _CloseStream(CLOSE_TOO_BIG, f"frame of {size} bytes > MAX_FRAME_BYTES ({limit})")
-
-
 def _log_metadata(metadata: CallMetadata, rate: int) -> None:
     log.info("callid = %s", metadata.call_id)
     log.info("virtual_number = %s", metadata.virtual_number)
     log.info("customer_number = %s", metadata.customer_number)
     log.info("call_type = %s", metadata.call_type)
     log.info("sample_rate = %d", rate)
-
-
-async def _audio_frames(
-    websocket: WebSocket,
-    early_audio: bytes | None,
-    outbound: _Outbound,
-    settings: Settings,
-    meter: AudioMeter,
-) -> AsyncIterator[bytes]:
-    """Aligned caller PCM, within the real-time budget, until the caller hangs up (or
-    sends a frame we must refuse)."""
-    aligner = FrameAligner()
-    packets = 0
-    texts = 0
-    stray_logged = False
-    if early_audio:
-        aligned = aligner.push(early_audio)
-        if aligned and _within_budget(meter, aligned):
-            yield aligned
-    debug = log.isEnabledFor(logging.DEBUG)
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            outbound.closed = True
-            _log_closed(message.get("code", 1000), started=True)
-            return
-        try:
-            _check_size(message, settings.max_frame_bytes)
-        except _CloseStream as exc:
-            # Ends the audio like a hang-up, so the session winds down on its usual path.
-            outbound.closed = True
-            log.warning("Closing the stream with %d: %s", exc.code, exc.reason)
-            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-                await websocket.close(exc.code, exc.reason)
-            return
-        data = message.get("bytes")
-        if data is not None:
-            packets += 1
-            if packets == 1 or debug:
-                log.info("Audio packet received | size=%d bytes", len(data))
-            aligned = aligner.push(data)
-            if aligner.dropped and not stray_logged:
-                stray_logged = True
-                log.warning(
-                    "Dropped a stray byte: an odd-length frame was followed by a %d-byte "
-                    "frame, so it was no split sample; the audio stays aligned",
-                    len(data),
-                )
-            if aligned and _within_budget(meter, aligned):
-                yield aligned
-        elif message.get("text") is not None:
-            texts += 1
-            if texts <= LOGGED_TEXT_FRAMES or texts % 100 == 0:
-                _log_ignored_text(message["text"], texts)
-
-
-def _within_budget(meter: AudioMeter, aligned: bytes) -> bool:
-    if meter.admit(len(aligned), time.monotonic()):
-        return True
-    if meter.dropped_frames == 1:  # one line per call
-        log.warning(
-            "Caller audio arrives faster than real time: dropping what exceeds real time "
-            "plus a %.1f s burst (%.1f s of audio forwarded so far)",
-            meter.burst_s,
-            meter.seconds(meter.passed_bytes),
-        )
-    return False
-
-
-def _log_ignored_text(text: str, count: int) -> None:
-    """The Stream Node sends only audio after metadata: say what was ignored, briefly."""
-    try:
-        second = parse_metadata(text)
-    except MetadataError:
-        log.warning("Ignoring text frame #%d after metadata: %s", count, describe_frame(text))
-    else:
-        log.warning(
-            "Ignoring a second metadata frame (#%d, callid=%s); the call keeps its id",
-            count,
-            second.call_id,
-        )

@@ -12,20 +12,23 @@ import time
 
 import pytest
 
-from audio.wav import read_wav_file
-from server.simulator import StreamNodeClient
+from pipeline.events import (
+    AgentSpeech,
+    BargeIn,
+    CallEnded,
+    CallerSpeech,
+    CallStarted,
+    TurnTimings,
+)
+from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
-from tests.caller import CallerLine, session_tasks, wait_until_quiet
-from tests.conftest import FIXTURES, StartServer
+from tests.caller import CallerLine, fixture_pcm, live_call, session_tasks, wait_until_quiet
+from tests.conftest import StartServer
 
 SEED_METADATA = json.dumps(
     "{'callid': 'call-seed-1', 'virtual_number': '+911234567890', "
     "'customer_number': '+919876543210', 'call_type': 'inbound'}"
 )
-
-
-def fixture_pcm(name: str) -> bytes:
-    return read_wav_file(FIXTURES / name).pcm
 
 
 async def test_greeting_then_streamed_reply(
@@ -73,6 +76,39 @@ async def test_greeting_then_streamed_reply(
     record = server.state.registry.get("call-seed-1")
     assert record is not None and record.customer_number == "+919876543210"
     assert record.turns == 1 and len(record.turn_latencies_ms) == 1
+
+    # The same call as the vendor-free event feed tells it (playground, records, metrics).
+    hub = server.state.events
+    deadline = time.monotonic() + 5
+    while not any(e.kind == "call_ended" for e in hub.history("call-seed-1")):
+        assert time.monotonic() < deadline, "no CallEnded event"
+        await asyncio.sleep(0.02)
+    events = hub.history("call-seed-1")
+    started = events[0]
+    assert isinstance(started, CallStarted) and started.sample_rate == 16000
+    assert started.providers == {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+    finals = [e for e in events if isinstance(e, CallerSpeech) and e.phase == "final"]
+    assert [e.text for e in finals] == ["What time do you open tomorrow?"]
+    (timings,) = [e for e in events if isinstance(e, TurnTimings)]
+    assert timings.turn == 1 and timings.outcome == "answered"
+    assert timings.stt_final_ms is not None and timings.llm_first_token_ms is not None
+    assert timings.tts_first_audio_ms is not None and timings.first_audio_sent_ms is not None
+    assert (
+        timings.stt_final_ms
+        <= timings.llm_first_token_ms
+        <= timings.tts_first_audio_ms
+        <= timings.first_audio_sent_ms
+    )
+    spoken = [e for e in events if isinstance(e, AgentSpeech)]
+    assert [e.turn for e in spoken] == [0, 1]  # the greeting, then the reply
+    assert (
+        spoken[1].text
+        == spoken[1].heard
+        == ("We open at nine tomorrow. We close at six in the evening.")
+    )
+    ended = events[-1]
+    assert isinstance(ended, CallEnded) and ended.reason == "caller_hangup"
+    assert ended.turns == 1 and ended.barge_ins == 0
 
 
 LONG_REPLY = (
@@ -153,22 +189,17 @@ async def test_barge_in_kills_audio_cancels_turn_and_truncates_history(
     server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.extend(["When are you open?", "Wait, stop."])
     fakes.openai.replies.extend([llm.Text(LONG_REPLY, per_token_ms=5), llm.Text("Sure.")])
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-barge"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("question.wav"))
-            first = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            reply = await node.wait_for("playAudio", after=first.received_at, timeout=5)
-            await asyncio.sleep(max(0.0, reply.t + 1.5 - time.monotonic()))
-            assert node.is_playing
-            line.say(fixture_pcm("stop.wav"))
-            kill = await node.wait_for("killAudio", timeout=5)
-            second = (await fakes.openai.wait_for_requests(2, timeout_s=10))[1]
-            await node.wait_for("playAudio", after=second.received_at, timeout=5)
-            await wait_until_quiet(node)
+    async with live_call(server.url, "call-barge") as (node, line):
+        line.say(fixture_pcm("question.wav"))
+        first = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        reply = await node.wait_for("playAudio", after=first.received_at, timeout=5)
+        await asyncio.sleep(max(0.0, reply.t + 1.5 - time.monotonic()))
+        assert node.is_playing
+        line.say(fixture_pcm("stop.wav"))
+        kill = await node.wait_for("killAudio", timeout=5)
+        second = (await fakes.openai.wait_for_requests(2, timeout_s=10))[1]
+        await node.wait_for("playAudio", after=second.received_at, timeout=5)
+        await wait_until_quiet(node)
 
     assert node.counts["killAudio"] == 1
     # Nothing of the cancelled turn may follow the killAudio.
@@ -184,6 +215,12 @@ async def test_barge_in_kills_audio_cancels_turn_and_truncates_history(
     assert second.messages[-1] == {"role": "user", "content": "Wait, stop."}
     record = server.state.registry.get("call-barge")
     assert record is not None and record.barge_ins == 1
+    (barge,) = [e for e in server.state.events.history("call-barge") if isinstance(e, BargeIn)]
+    assert barge.turn == 1 and barge.heard_text == heard and barge.words
+    interrupted = [
+        e for e in server.state.events.history("call-barge") if isinstance(e, TurnTimings)
+    ]
+    assert interrupted[0].outcome == "interrupted"
 
 
 async def test_transfer_tool_speaks_hand_off_then_transfers(
@@ -192,20 +229,15 @@ async def test_transfer_tool_speaks_hand_off_then_transfers(
     server = await start_server(greeting="Hello.", transfer_number="+919000000001")
     fakes.deepgram.utterances.extend(["Can I talk to a human please?", "Hello?"])
     fakes.openai.replies.append(llm.Tool("transfer_to_agent"))
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-transfer"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("transfer.wav"))
-            request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            handoff = await node.wait_for("playAudio", after=request.received_at, timeout=5)
-            moved = await node.wait_for("transfer", timeout=10)
-            # After the transfer no further turn may start.
-            line.say(fixture_pcm("question.wav"))
-            await line.said()
-            await asyncio.sleep(0.6)
+    async with live_call(server.url, "call-transfer") as (node, line):
+        line.say(fixture_pcm("transfer.wav"))
+        request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        handoff = await node.wait_for("playAudio", after=request.received_at, timeout=5)
+        moved = await node.wait_for("transfer", timeout=10)
+        # After the transfer no further turn may start.
+        line.say(fixture_pcm("question.wav"))
+        await line.said()
+        await asyncio.sleep(0.6)
 
     assert moved.destination == "+919000000001"
     plays = [e for e in node.events if e.kind == "playAudio" and e.t >= handoff.t]
@@ -271,17 +303,12 @@ async def test_hang_up_mid_reply_leaves_nothing_behind(
     server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.append("When are you open?")
     fakes.openai.replies.append(llm.Text(LONG_REPLY, per_token_ms=60))
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-hangup"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("question.wav"))
-            request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            await node.wait_for("playAudio", after=request.received_at, timeout=5)
-            await line.hang_up()
-            await node.close()
+    async with live_call(server.url, "call-hangup") as (node, line):
+        line.say(fixture_pcm("question.wav"))
+        request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        await node.wait_for("playAudio", after=request.received_at, timeout=5)
+        await line.hang_up()
+        await node.close()
 
     async with asyncio.timeout(5):
         while server.state.registry.active() or session_tasks():  # noqa: ASYNC110

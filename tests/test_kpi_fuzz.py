@@ -26,7 +26,7 @@ from kpi.models import (
 )
 from kpi.routes import build_router
 from kpi.service import KpiService
-from server.registry import CallRegistry
+from pipeline.call_record import CallRegistry
 from tests.conftest import make_settings
 
 JSON = st.recursive(
@@ -167,7 +167,7 @@ async def test_api_answers_any_body_without_a_server_error(
     """Through the real routes (no Knowlarity configured: a valid body gets 503 from the
     service, an invalid one 422, undecodable bytes 400; never 500)."""
     token = "fuzz-admin-token-Qe4Rt7Yu"
-    service = KpiService(make_settings({}, admin_api_token=token), CallRegistry())
+    service = KpiService(make_settings({}, admin_api_token=token).knowlarity, CallRegistry())
     app = FastAPI()
     app.include_router(build_router(lambda: service))
     transport = httpx.ASGITransport(app=app)

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.metadata_literal import LiteralError, parse_literal
-from server.protocol import (
+from wire.knowlarity import (
     HARD_MAX_METADATA_BYTES,
     MAX_METADATA_BYTES,
     CallMetadata,
@@ -36,6 +35,7 @@ from server.protocol import (
     play_audio_wav,
     transfer,
 )
+from wire.metadata_literal import LiteralError, parse_literal
 
 SEED_DICT = """{
 'callid': '6ccf0a28-XXXX-XXXX-XXXXX-XXXXXXXXXXX',
@@ -126,7 +126,6 @@ GOOD_METADATA: list[tuple[str, str | bytes, CallMetadata]] = [
 def test_parse_metadata_accepts(raw: str | bytes, expected: CallMetadata) -> None:
     meta = parse_metadata(raw)
     assert meta == expected
-    assert meta.generated is False
     assert dict(meta.extra) == dict(expected.extra)
 
 
@@ -294,7 +293,7 @@ def test_literal_parser_reads_what_repr_writes(value: object) -> None:
 )
 def test_unsafe_call_ids_are_replaced_and_the_fields_kept(call_id: str) -> None:
     meta = parse_metadata(json.dumps({"callid": call_id, "customer_number": "+919876543210"}))
-    assert meta.generated and meta.call_id.startswith("gen-")
+    assert meta.call_id.startswith("gen-")
     assert meta.customer_number == "+919876543210"  # the rest of the frame is still used
     assert "\n" not in meta.refused_call_id and len(meta.refused_call_id) < 80
     assert meta.refused_call_id.startswith("'") or meta.refused_call_id.startswith('"')
@@ -303,7 +302,7 @@ def test_unsafe_call_ids_are_replaced_and_the_fields_kept(call_id: str) -> None:
 def test_safe_call_ids_are_kept() -> None:
     for call_id in ("6ccf0a28-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "sim-0a1b", "x" * 128, "a.b:c@d+e=f"):
         meta = parse_metadata(json.dumps({"callid": call_id}))
-        assert (meta.call_id, meta.generated, meta.refused_call_id) == (call_id, False, "")
+        assert (meta.call_id, meta.refused_call_id) == (call_id, "")
 
 
 def test_logged_fields_are_one_short_printable_line() -> None:
@@ -379,8 +378,6 @@ def test_crafted_metadata_costs_little_memory() -> None:
 
 def test_generated_metadata() -> None:
     a, b = generated_metadata(), generated_metadata()
-    assert a.generated
-    assert b.generated
     assert a.call_id != b.call_id
     for meta in (a, b):
         assert meta.call_id.startswith("gen-")

@@ -19,8 +19,8 @@ from websockets.exceptions import InvalidStatus
 from audio.wav import read_wav_file
 from bench.attacks import handshake_status, sources
 from server.exposure import is_local_request, is_loopback_host, stream_auth_problem
-from server.simulator import StreamNodeClient
 from server.voice import call_sample_rate
+from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
 from tests.caller import wait_until_quiet
 from tests.conftest import FIXTURES, StartServer, VoiceServer, free_port, make_settings
@@ -72,16 +72,17 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 
 
 def test_stream_auth_problem() -> None:
-    open_ = make_settings({})
+    open_ = make_settings({}).stream
     assert stream_auth_problem("127.0.0.1", open_) is None
     assert stream_auth_problem(None, open_) is None  # unknown: the request check guards
     problem = stream_auth_problem("0.0.0.0", open_)
     assert problem is not None and "\n" not in problem
     assert "VOICE_WS_TOKEN" in problem and "VOICE_AUTH=none" in problem
-    assert stream_auth_problem("0.0.0.0", make_settings({}, voice_ws_token=TOKEN)) is None
-    allow = make_settings({"VOICE_ALLOWED_IPS": "198.51.100.0/24"})
+    token = make_settings({}, voice_ws_token=TOKEN).stream
+    assert stream_auth_problem("0.0.0.0", token) is None
+    allow = make_settings({"VOICE_ALLOWED_IPS": "198.51.100.0/24"}).stream
     assert stream_auth_problem("0.0.0.0", allow) is None
-    assert stream_auth_problem("0.0.0.0", make_settings({"VOICE_AUTH": "NONE"})) is None
+    assert stream_auth_problem("0.0.0.0", make_settings({"VOICE_AUTH": "NONE"}).stream) is None
 
 
 def test_is_local_request() -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
-from server.metadata_literal import LiteralError, parse_literal
+from wire.metadata_literal import LiteralError, parse_literal
 
 __all__ = [
     "CALL_ID_MAX_CHARS",
@@ -90,8 +90,7 @@ class CallMetadata:
     call_type: str = ""
     # Read-only view of every other key, kept for logs and the call record.
     extra: Mapping[str, object] = field(default_factory=lambda: _EMPTY, hash=False)
-    generated: bool = False  # True when the call id was invented here
-    # Why the frame's own call id was not used (log-safe), when generated for that reason.
+    # Why the frame's own call id was not used (log-safe), when one was generated instead.
     refused_call_id: str = ""
 
 
@@ -104,7 +103,7 @@ def parse_metadata(raw: str | bytes, *, max_bytes: int = MAX_METADATA_BYTES) -> 
     Accepted: a JSON object; a JSON string wrapping a Python-style dict (the documented
     form); a bare Python dict literal; all with optional BOM and surrounding whitespace.
     Raises MetadataError; never evaluates code (only json and the restricted literal
-    parser of :mod:`server.metadata_literal`, both linear in the capped input).
+    parser of :mod:`wire.metadata_literal`, both linear in the capped input).
     ``max_bytes`` can lower the cap, never raise it above HARD_MAX_METADATA_BYTES.
     A call id that is not a safe token (see CALL_ID_MAX_CHARS) is replaced by a generated
     one; the other fields are kept, and ``refused_call_id`` says what was refused.
@@ -127,7 +126,6 @@ def generated_metadata(extra: Mapping[str, object] | None = None) -> CallMetadat
     return CallMetadata(
         call_id=_generated_id(),
         extra=MappingProxyType(dict(extra)) if extra else _EMPTY,
-        generated=True,
     )
 
 
@@ -180,7 +178,7 @@ def _load(text: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        pass  # not JSON: try a Python literal (the seed's single-quoted dict)
+        pass  # not JSON: try a Python literal (the documented single-quoted dict)
     try:
         return parse_literal(text, max_depth=MAX_METADATA_DEPTH)
     except LiteralError as exc:
@@ -228,7 +226,6 @@ def _from_dict(data: dict[object, object]) -> CallMetadata:
         customer_number=known[1],
         call_type=known[2],
         extra=MappingProxyType(items) if items else _EMPTY,
-        generated=bool(refused),
         refused_call_id=refused,
     )
 
@@ -392,5 +389,5 @@ def describe_frame(text: str, limit: int = 120) -> str:
         text = f"{text[: m.end()]}<{end - m.end()} b64 chars>{text[end:]}"
     if len(text) > limit:
         text = f"{text[:limit]}… (+{len(text) - limit} chars)"
-    # One log line per frame, even for the seed's multi-line dict.
+    # One log line per frame, even for the documented multi-line dict.
     return text.replace("\r", "\\r").replace("\n", "\\n")
