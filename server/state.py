@@ -33,6 +33,7 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
+    connections_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # ... and on it
     ip_limits: IpLimits = field(default_factory=IpLimits)  # per-address handshake limits
     refusal_log: LogThrottle = field(default_factory=LogThrottle)  # refused-handshake lines
     # Accepted streams with no frame yet; the app sizes it at MAX_CALLS / 4 (at least 16).

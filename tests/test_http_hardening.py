@@ -108,7 +108,7 @@ async def test_health_and_ready_say_little_to_the_public(server: VoiceServer) ->
         local = await http.get("/health")  # this machine: the operator, the bench
         assert "active_calls" in local.json()
         ready = (await http.get("/ready")).json()
-        assert ready == {"status": "ready", "active_calls": 0, "max_calls": 200}
+        assert {"status": "ready", "active_calls": 0, "max_calls": 200}.items() <= ready.items()
 
 
 async def test_openapi_needs_the_admin_token_and_docs_are_off(server: VoiceServer) -> None:
