@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, SecretStr
 
 from kpi.errors import ConfigError, InputError, KnowlarityError, KnowlarityTransportError
@@ -70,6 +72,22 @@ def admin_refusal(authorization: str | None, token: SecretStr | None) -> tuple[i
             "missing or wrong admin token (Authorization: Bearer ADMIN_API_TOKEN)",
         )
     return None
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Bad input is 422 with each error's place and reason, never the input echoed back:
+    it may be large, and it may not even be JSON (a body of ``Infinity`` parses to a float
+    that FastAPI's own handler then failed to encode: a 500 from bad input)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 def build_router(get_service: Callable[[], KpiService]) -> APIRouter:

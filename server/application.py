@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -31,7 +32,7 @@ from starlette.types import Scope
 
 from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
-from kpi.routes import admin_refusal, build_router
+from kpi.routes import admin_refusal, build_router, validation_error
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.providers.base import ProviderError
@@ -200,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return service
 
     app.include_router(build_router(get_kpi))
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:

@@ -85,6 +85,21 @@ async def test_small_bodies_still_work(server: VoiceServer) -> None:
         assert missing.status_code == 401
 
 
+@pytest.mark.parametrize("body", [b"Infinity", b"NaN", b'{"customer_number": -Infinity}'])
+async def test_non_json_numbers_are_bad_input_not_a_server_error(
+    server: VoiceServer, body: bytes
+) -> None:
+    """Found by the /api fuzzer: FastAPI's 422 echoed the input back and could not encode
+    Infinity, so bad input got a 500. Now a 422 with the reasons, and no input echoed."""
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        response = await http.post(
+            "/api/calls", content=body, headers={**AUTH, "content-type": "application/json"}
+        )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail and all(set(error) == {"loc", "msg", "type"} for error in detail)
+
+
 async def test_api_without_admin_token_is_refused_before_the_body(
     start_server: StartServer,
 ) -> None:

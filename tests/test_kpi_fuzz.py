@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
@@ -24,7 +25,7 @@ from kpi.models import (
     drop_credentials,
     parse_event,
 )
-from kpi.routes import build_router
+from kpi.routes import build_router, validation_error
 from kpi.service import KpiService
 from pipeline.call_record import CallRegistry
 from tests.conftest import make_settings
@@ -170,6 +171,7 @@ async def test_api_answers_any_body_without_a_server_error(
     service = KpiService(make_settings({}, admin_api_token=token).knowlarity, CallRegistry())
     app = FastAPI()
     app.include_router(build_router(lambda: service))
+    app.add_exception_handler(RequestValidationError, validation_error)  # as create_app does
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.request(
