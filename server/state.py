@@ -19,6 +19,7 @@ from pipeline.events import CallEventHub
 from pipeline.language import CallLanguage, FixedLines, choose_language
 from pipeline.turntaking.config import TurnTakingConfig
 from server.lifecycle import Lifecycle
+from server.limits import IpLimits, LogThrottle, PendingPool
 from server.providers import Choice, Stage, missing
 
 
@@ -44,6 +45,10 @@ class AppState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
     connections_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # ... and on it
+    ip_limits: IpLimits = field(default_factory=IpLimits)  # per-address handshake limits
+    refusal_log: LogThrottle = field(default_factory=LogThrottle)  # refused-handshake lines
+    # Accepted streams with no frame yet; the app sizes it at MAX_CALLS / 4 (at least 16).
+    pending_pool: PendingPool = field(default_factory=lambda: PendingPool(50))
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)

@@ -112,9 +112,9 @@ def test_a_danda_ends_the_sentence_on_its_own_token() -> None:
 
 async def test_hindi_llm_reply_streams_sentence_by_sentence() -> None:
     """The OpenAI client against the fake: Devanagari deltas in, danda sentences out."""
-    async with FakeOpenAI(api_key="k", first_token_ms=5, per_token_ms=1) as fake:
+    async with FakeOpenAI(api_key="sk-test-hi", first_token_ms=5, per_token_ms=1) as fake:
         fake.replies.append(llm.Text(HINDI_REPLY))
-        model = OpenAILLM(OpenAISettings(api_key="k", base_url=fake.base_url))
+        model = OpenAILLM(OpenAISettings(api_key="sk-test-hi", base_url=fake.base_url))
         splitter = SentenceSplitter()
         sentences: list[str] = []
         messages = [
@@ -146,9 +146,11 @@ async def test_deepgram_hindi_stream_sends_the_language_and_gets_devanagari(
 ) -> None:
     wav = read_wav_file(FIXTURES / "hi_question.wav")
     rate = wav.sample_rate
-    async with FakeDeepgram(api_key="dg", utterances=[QUESTION_HI]) as fake:
+    async with FakeDeepgram(api_key="dg-test-hi", utterances=[QUESTION_HI]) as fake:
         stt = DeepgramSTT(
-            DeepgramSettings(api_key="dg", base_url=fake.url, model="nova-3", language=language)
+            DeepgramSettings(
+                api_key="dg-test-hi", base_url=fake.url, model="nova-3", language=language
+            )
         )
         events = []
         async with stt.stream(rate) as stream:
@@ -194,11 +196,11 @@ def test_fake_deepgram_words_keep_devanagari_marks_and_drop_dandas() -> None:
 
 async def test_cartesia_hindi_request_carries_language_and_voice() -> None:
     async with (
-        FakeCartesia(api_key="ca", first_audio_ms=5, realtime_factor=50) as fake,
+        FakeCartesia(api_key="ca-test-hi", first_audio_ms=5, realtime_factor=50) as fake,
         httpx.AsyncClient() as http,
     ):
         settings = CartesiaSettings(
-            api_key="ca", voice_id="hindi-voice", base_url=fake.base_url, language="hi"
+            api_key="ca-test-hi", voice_id="hindi-voice", base_url=fake.base_url, language="hi"
         )
         tts = CartesiaTTS(settings, http=http)
         pcm = b"".join([piece async for piece in tts.synthesize(HINDI_LINES.greeting, 8000)])
