@@ -22,6 +22,7 @@ from pipeline.call_record import CallRecord
 from pipeline.events import BargeIn, CallEnded, CallEvent, TurnTimings
 from pipeline.providers.base import ProviderError, ToolCall
 from pipeline.speech_cache import SpeechCache
+from pipeline.turntaking.config import TurnTakingConfig
 from testkit.memory import MemoryLine, Outcome, ScriptedLLM, ScriptedSTT, ToneTTS
 from testkit.virtual_time import run_virtual
 
@@ -78,6 +79,7 @@ class Rig:
 def call(
     script: list[Outcome],
     body: Callable[[Rig], Awaitable[None]],
+    turn_taking: TurnTakingConfig | None = None,
     **config: Any,
 ) -> None:
     """Run ``body`` against a fresh call on a virtual-time loop."""
@@ -101,6 +103,7 @@ def call(
             line=line,
             events=Sink(),
             clock=loop.time,
+            turn_taking=turn_taking,
         )
         rig = Rig(session, stt, llm, tts, line, rig_events)
         rig.call = asyncio.create_task(session.run())
