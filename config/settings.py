@@ -235,6 +235,10 @@ class Settings(BaseSettings):
 
     # End of stream security, limits and lifecycle ------------------------------------------
 
+    # Browser playground (server/playground.py): the page at GET /, its per-call event feed
+    # and call history, guarded by the /voice rules above. False: none of them is served.
+    playground_enabled: bool = True
+
 
 def _present(value: SecretStr | None) -> bool:
     return value is not None and bool(value.get_secret_value().strip())

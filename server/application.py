@@ -22,6 +22,8 @@ from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
+from server.api_docs import install_docs
+from server.playground import install_playground
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
 from server.state import AppState
@@ -72,7 +74,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await kpi.aclose()
             await state.aclose()
 
-    app = FastAPI(title="Knowlarity voice agent", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Knowlarity voice agent",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # served from the app's own assets (server/api_docs.py)
+        redoc_url=None,
+    )
+    install_docs(app)
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -122,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def voice_with_token(websocket: WebSocket, token: str) -> None:
         await handle_call(websocket, websocket.app.state.voice, path_token=token)
 
+    install_playground(app, settings)  # GET /, history and per-call event feeds
     return app
 
 

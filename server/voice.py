@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -153,16 +154,23 @@ def admission_refusal(
     websocket: WebSocket, state: AppState, path_token: str | None
 ) -> Refusal | None:
     """The handshake checks, cheapest first; nothing here may log the token."""
-    settings = state.settings
     if state.lifecycle.draining:
         return Refusal(503, "the server is shutting down")
+    given = path_token if path_token is not None else websocket.query_params.get("token")
+    return access_refusal(websocket, state.settings, given)
+
+
+def access_refusal(conn: HTTPConnection, settings: Settings, given: str | None) -> Refusal | None:
+    """The stream token and IP allow-list rules of ``/voice``, for anything guarded like it."""
     expected = settings.voice_ws_token
-    if expected is not None and settings.voice_auth_configured:
-        given = path_token if path_token is not None else websocket.query_params.get("token")
-        if not tokens_match(given, expected.get_secret_value().strip()):
-            return Refusal(403, "missing or wrong stream token")
+    if (
+        expected is not None
+        and settings.voice_auth_configured
+        and not tokens_match(given, expected.get_secret_value().strip())
+    ):
+        return Refusal(403, "missing or wrong stream token")
     if settings.voice_allowed_ips:
-        ip = _client_ip(websocket, settings)
+        ip = _client_ip(conn, settings)
         if not ip_allowed(ip, _networks(settings.voice_allowed_ips)):
             return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS")
     return None
@@ -173,9 +181,9 @@ def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(values)
 
 
-def _client_ip(websocket: WebSocket, settings: Settings) -> str | None:
-    peer = websocket.client.host if websocket.client is not None else None
-    forwarded = websocket.headers.getlist("x-forwarded-for")
+def _client_ip(conn: HTTPConnection, settings: Settings) -> str | None:
+    peer = conn.client.host if conn.client is not None else None
+    forwarded = conn.headers.getlist("x-forwarded-for")
     return client_ip(peer, forwarded, _networks(settings.trusted_proxies))
 
 

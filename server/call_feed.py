@@ -1,0 +1,93 @@
+"""``/calls/{call_id}/events``: one call's events, read-only, as JSON text frames.
+
+The playground opens it beside its ``/voice`` stream, so the Knowlarity wire format stays
+exactly as the seed defines it while the page still learns what the server heard, what
+the agent said and how long each stage took. It is guarded like ``/voice`` (stream token
+in ``?token=``, IP allow-list), replays the call's events so far, follows it live, and
+closes with 1000 after ``call_ended``. A feed for a call that never starts closes after
+``idle_s``; the number of open feeds is capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from config.logs import call_id_var, get_logger
+from pipeline.aio import cancel_and_wait
+from pipeline.events import CallEnded, CallEventHub, event_to_dict
+from server.voice import access_refusal
+
+__all__ = ["FEED_IDLE_S", "CallFeeds"]
+
+log = get_logger("PLAYGROUND")
+
+FEED_IDLE_S = 30.0  # no event at all for this long: the call id is wrong, stop waiting
+CLOSE_POLICY = 1008  # before accept: uvicorn answers HTTP 403
+CLOSE_TRY_LATER = 1013
+
+
+class CallFeeds:
+    """Serves event feeds and counts the open ones (bounded, like calls)."""
+
+    def __init__(self, limit: int, idle_s: float = FEED_IDLE_S) -> None:
+        self.limit = limit
+        self.idle_s = idle_s
+        self.open = 0
+
+    async def serve(self, websocket: WebSocket, hub: CallEventHub, call_id: str) -> None:
+        state = websocket.app.state.voice
+        refusal = access_refusal(websocket, state.settings, websocket.query_params.get("token"))
+        if refusal is not None:
+            log.warning("Refused an event feed: HTTP %d, %s", refusal.status, refusal.reason)
+            await websocket.close(code=CLOSE_POLICY)
+            return
+        await websocket.accept()
+        if self.open >= self.limit:
+            log.warning("Refused an event feed: %d feeds open (limit %d)", self.open, self.limit)
+            await websocket.close(CLOSE_TRY_LATER, "too many event feeds")
+            return
+        self.open += 1
+        context = call_id_var.set(call_id)
+        sender = asyncio.create_task(self._send(websocket, hub, call_id), name="call-feed-send")
+        watcher = asyncio.create_task(_until_closed(websocket), name="call-feed-watch")
+        try:
+            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(sender)
+            await cancel_and_wait(watcher)
+            self.open -= 1
+            if websocket.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await websocket.close(1000)
+            call_id_var.reset(context)
+
+    async def _send(self, websocket: WebSocket, hub: CallEventHub, call_id: str) -> None:
+        feed = hub.subscribe(call_id)
+        try:
+            try:
+                first = await asyncio.wait_for(anext(feed), self.idle_s)
+            except TimeoutError:
+                log.info("Event feed closed: no event for %.0f s", self.idle_s)
+                return
+            event = first
+            while True:
+                await websocket.send_text(json.dumps(event_to_dict(event)))
+                if isinstance(event, CallEnded):
+                    return
+                event = await anext(feed)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the page went away mid-send
+        finally:
+            await feed.aclose()
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    """The page sends nothing; read until it closes (or sends something, ignored)."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
