@@ -35,6 +35,13 @@ class Stack:
             self.fakes.deepgram.utterances.extend(heard)
             self.fakes.openai.replies.extend(llm.Text(text) for text in replies)
 
+    def script_transfer(self) -> str:
+        """Make the next utterance a request for a person; returns the fixture that asks."""
+        if self.fakes is not None:
+            self.fakes.deepgram.utterances.append("Can I talk to a human please?")
+            self.fakes.openai.replies.append(llm.Tool("transfer_to_agent"))
+        return "transfer.wav"
+
     def heard_as(self, said: str, heard: str) -> bool:
         """Whether the STT's transcript ``heard`` is the fixture's words ``said``."""
         return _words(heard) == _words(said)

@@ -221,9 +221,17 @@ async def test_muted_the_page_keeps_streaming_silence(
     async with chromium(mic) as browser:
         probe = PageProbe(await browser.new_page())
         await probe.open(stack.server.http_url)
-        await probe.page.click("#call")
+        # Keyboard only: Tab to the Call button, Enter; focus lands on Hang up; Tab, Space.
+        await probe.page.focus("#rate-16000")
+        for _ in range(10):
+            if await probe.page.evaluate("document.activeElement.id") == "call":
+                break
+            await probe.page.keyboard.press("Tab")
+        await probe.page.keyboard.press("Enter")
         await probe.wait_state(lambda s: s["phase"] == "live", "the call")
-        await probe.page.click("#mute")  # before the question starts
+        assert await probe.page.evaluate("document.activeElement.id") == "hangup"
+        await probe.page.keyboard.press("Tab")
+        await probe.page.keyboard.press("Space")  # mute, before the question starts
         assert await probe.page.get_attribute("#mute", "aria-pressed") == "true"
         muted_from = (await probe.state())["framesSent"]
         await probe.page.wait_for_timeout(5000)  # the question plays into the muted mic
@@ -238,6 +246,37 @@ async def test_muted_the_page_keeps_streaming_silence(
         await probe.page.click("#hangup")
         await _ended(stack, state["callId"])
         assert probe.errors == []
+
+
+async def test_the_page_shows_a_transfer_and_a_disconnect(
+    start_stack: StartStack, tmp_path: Path
+) -> None:
+    number = "+919800000001"
+    stack = await start_stack(transfer_number=number, silence_timeout_s=3.0)
+    asks = stack.script_transfer()
+    mic = mic_wav(tmp_path / "mic.wav", GREETING_S, asks, 6.0)
+    async with chromium(mic) as browser:
+        probe = PageProbe(await browser.new_page())
+        await probe.open(stack.server.http_url)
+        await probe.page.click("#call")
+        state = await probe.wait_state(lambda s: s["phase"] == "ended", "the transfer", 25)
+        assert state["transferTo"] == number and not state["disconnected"]
+        assert f"transferred to {number}" in await probe.page.inner_text("#status")
+        # The hand-off line played out in full before the page let the call go.
+        assert _line_played(1)(state) and state["lines"][1]["killed"] == 0
+        assert (await _ended(stack, state["callId"])).reason == "transfer"
+
+        # A second call, muted: the agent hears nothing, says goodbye, and disconnects.
+        await probe.page.click("#call")
+        await probe.wait_state(lambda s: s["phase"] == "live", "the second call")
+        await probe.page.click("#mute")
+        state = await probe.wait_state(lambda s: s["phase"] == "ended", "the disconnect", 25)
+        assert state["disconnected"] and state["transferTo"] is None
+        assert "the agent disconnected" in await probe.page.inner_text("#status")
+        assert _line_played(1)(state)  # the goodbye line, after the greeting
+        assert (await _ended(stack, state["callId"])).reason == "timeout"
+        assert probe.errors == []
+    _assert_nothing_left(stack)
 
 
 async def test_with_a_stream_token_the_page_asks_for_it(
@@ -344,3 +383,62 @@ async def test_the_page_resamples_without_aliasing() -> None:
             assert passband["hz"] == pytest.approx(1000, rel=0.01), pair
             # A tone above the new Nyquist frequency would fold into the speech band.
             assert alias["rms"] < 0.5 / 2**0.5 / 100, pair  # at least 40 dB down
+
+
+PURE_JS = """async () => {
+  const { EnergyVad } = await import('/playground/vad.js');
+  const { parseWav } = await import('/playground/wav.js');
+  const { turnRows, transcript } = await import('/playground/timings.js');
+  const vad = new EnergyVad({ frameMs: 20, startMs: 60, hangoverMs: 300 });
+  const changes = [];
+  const levels = [...Array(10).fill(0), ...Array(20).fill(0.1), ...Array(20).fill(0)];
+  levels.forEach((rms, i) => {
+    const change = vad.push(rms, (i + 1) * 0.02);
+    if (change) changes.push({ ...change, frame: i });
+  });
+  const header = (bits) => {
+    const b = new DataView(new ArrayBuffer(48));
+    const tag = (at, s) => [...s].forEach((c, i) => b.setUint8(at + i, c.charCodeAt(0)));
+    tag(0, 'RIFF'); b.setUint32(4, 40, true); tag(8, 'WAVE'); tag(12, 'fmt ');
+    b.setUint32(16, 16, true); b.setUint16(20, 1, true); b.setUint16(22, 1, true);
+    b.setUint32(24, 8000, true); b.setUint32(28, 16000, true); b.setUint16(32, 2, true);
+    b.setUint16(34, bits, true); tag(36, 'data'); b.setUint32(40, 4, true);
+    b.setInt16(44, 16384, true); b.setInt16(46, -32768, true);
+    return new Uint8Array(b.buffer);
+  };
+  const wav = parseWav(header(16));
+  let refused = '';
+  try { parseWav(header(8)); } catch (e) { refused = e.message; }
+  const events = [
+    { kind: 'caller_speech', phase: 'final', text: 'hi', at_ms: 900 },
+    { kind: 'turn_timings', turn: 1, user_text: 'hi', stt_final_ms: 1000,
+      llm_first_token_ms: 1200, tts_first_audio_ms: 1350, first_audio_sent_ms: 1360,
+      end_of_speech_ms: null, outcome: 'answered' },
+    { kind: 'agent_speech', turn: 1, text: 'One. Two.', heard: 'One. Two.', at_ms: 1500 },
+    { kind: 'barge_in', turn: 1, heard_text: 'One.', words: 'wait', at_ms: 1800 },
+  ];
+  const measures = [{ firstAudioMs: 5000, ms: 1 }, { firstAudioMs: 1400, ms: 700 }];
+  return { changes, wav: { rate: wav.sampleRate, samples: [...wav.samples] }, refused,
+           rows: turnRows(events, measures), lines: transcript(events) };
+}"""
+
+
+async def test_the_page_logic_vad_wav_and_turn_rows() -> None:
+    async with chromium(None) as browser:
+        page = await browser.new_page()
+        await page.route("http://playground.test/**", _serve_web)
+        await page.goto("http://playground.test/")
+        result = await page.evaluate(PURE_JS)
+    start, stop = result["changes"]
+    assert start["speaking"] and start["frame"] == 12  # 60 ms of speech confirms it
+    assert start["at"] == pytest.approx(0.2)  # ... and it began at the end of frame 9
+    assert not stop["speaking"] and stop["frame"] == 44  # after the 300 ms hangover
+    assert stop["at"] == pytest.approx(0.6)  # the end of the last loud frame
+    assert result["wav"] == {"rate": 8000, "samples": [0.5, -1.0]}
+    assert "need PCM 16-bit" in result["refused"]
+    (row,) = result["rows"]
+    assert (row["sttToLlm"], row["llmToTts"], row["ttsToSent"]) == (200, 150, 10)
+    assert row["callerSide"] == 700  # paired by first audio time, not by order
+    assert row["endOfSpeechToAudio"] is None and row["bargeIns"] == 1
+    agent = next(line for line in result["lines"] if line["who"] == "agent")
+    assert agent["heard"] == "One."  # the barge-in cut it there

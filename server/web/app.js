@@ -14,6 +14,7 @@ const page = {
   config: null,
   call: null,
   callerMeasures: new Map(), // callId -> caller-side measures, for the history view
+  announced: 0, // transcript lines already read out by screen readers
 };
 
 function token() {
@@ -51,21 +52,30 @@ function renderControls() {
   document.body.dataset.phase = call ? call.phase : "idle";
 }
 
-function renderCall() {
+function renderConversation() {
   const call = page.call;
-  if (!call) return;
-  renderTranscript($("#transcript"), transcript(call.events), currentInterim(call.events));
+  const lines = transcript(call.events);
+  renderTranscript($("#transcript"), lines, currentInterim(call.events));
+  // The list is redrawn as it changes; screen readers hear each new line once, from here.
+  if (lines.length > page.announced) {
+    const line = lines.at(-1);
+    const who = { caller: "You", agent: "Agent", "barge-in": "You interrupted" }[line.who];
+    $("#announce").textContent = `${who}: ${line.who === "agent" ? line.heard ?? line.text : line.text}`;
+    page.announced = lines.length;
+  }
   const rows = turnRows(call.events, call.callerMeasures);
   renderTurns($("#turns tbody"), rows, call.greetingMs);
   const chart = $("#live-chart");
   clear(chart);
   if (rows.length) chart.append(latencyChart(rows, "Latency per turn of this call"));
-  const bargeIns = call.events.filter((e) => e.kind === "barge_in").length;
-  $("#barge-ins").textContent = String(bargeIns);
-  const log = $("#protocol");
-  clear(log);
-  for (const entry of call.protocol.slice(-30)) {
-    log.append(el("li", { text: `${(entry.at / 1000).toFixed(2)} s  ${entry.type}${entry.detail ? `: ${entry.detail}` : ""}` }));
+  $("#barge-ins").textContent = String(call.events.filter((e) => e.kind === "barge_in").length);
+}
+
+function renderProtocol() {
+  const log = clear($("#protocol"));
+  for (const entry of page.call.protocol.slice(-30)) {
+    const detail = entry.detail ? `: ${entry.detail}` : "";
+    log.append(el("li", { text: `${(entry.at / 1000).toFixed(2)} s  ${entry.type}${detail}` }));
   }
 }
 
@@ -103,13 +113,14 @@ async function startCall(event) {
   });
   page.call = call;
   page.callerMeasures.set(call.callId, call.callerMeasures);
-  for (const type of ["phase", "feed", "audio", "protocol"]) {
-    call.addEventListener(type, () => {
-      setStatus(describePhase(call));
-      renderControls();
-      renderCall();
-    });
-  }
+  page.announced = 0;
+  call.addEventListener("phase", () => {
+    setStatus(describePhase(call));
+    renderControls();
+  });
+  call.addEventListener("feed", renderConversation);
+  call.addEventListener("audio", renderConversation); // the greeting and caller-side times
+  call.addEventListener("protocol", renderProtocol);
   call.addEventListener("error", (e) => setStatus(e.detail.message));
   call.addEventListener("input-ended", () => setStatus(`${describePhase(call)}; the WAV file has finished`));
   renderControls();

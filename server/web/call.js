@@ -161,7 +161,12 @@ export class Call extends EventTarget {
     const feed = new WebSocket(`${wsBase()}/calls/${encodeURIComponent(this.callId)}/events${query}`);
     this.feed = feed;
     feed.onmessage = (event) => {
-      this.events.push(JSON.parse(event.data));
+      const data = JSON.parse(event.data);
+      const last = this.events.at(-1);
+      const interim = (e) => e && e.kind === "caller_speech" && e.phase === "interim";
+      // Only the latest interim matters: keep the list bounded by what was said.
+      if (interim(data) && interim(last)) this.events[this.events.length - 1] = data;
+      else this.events.push(data);
       this._emit("feed");
     };
     feed.onclose = () => {
@@ -240,13 +245,15 @@ export class Call extends EventTarget {
     } else if (scheduled.newLine) {
       this._note("playAudio", "bot starts speaking");
     }
+    let measured = false;
     if (wasIdle && this.pendingEndOfSpeech != null && this.player.received > 1) {
       const endMs = this.sinceStartMs(this.pendingEndOfSpeech);
       const firstAudioMs = this.sinceStartMs(now);
       this.callerMeasures.push({ endOfSpeechMs: endMs, firstAudioMs, ms: firstAudioMs - endMs });
       this.pendingEndOfSpeech = null;
+      measured = true;
     }
-    this._emit("audio");
+    if (measured || this.player.received === 1) this._emit("audio"); // new numbers to show
   }
 
   _checkSilenceAfterKill(kill) {
@@ -254,7 +261,6 @@ export class Call extends EventTarget {
     setTimeout(() => {
       if (!this.botMeter || this.player.received !== received) return; // new audio since
       kill.levelAfter = this.botLevel();
-      this._emit("audio");
     }, 120);
   }
 

@@ -25,7 +25,7 @@ export function renderTranscript(list, lines, interim = "") {
     }
   }
   if (interim) {
-    list.append(el("li", { class: "said-interim", "aria-live": "off" }, el("span", { class: "who", text: "You" }), " ", interim, "…"));
+    list.append(el("li", { class: "said-interim" }, el("span", { class: "who", text: "You" }), " ", interim, "…"));
   }
 }
 
