@@ -97,7 +97,12 @@ export class Call extends EventTarget {
       this.capture.port.onmessage = (event) => this._onFrame(event.data);
       await this._connectInput();
     } catch (error) {
-      this._fail(`Could not start audio: ${error.message || error}`);
+      const refused = error && error.name === "NotAllowedError";
+      this._fail(
+        refused
+          ? "The browser refused the microphone: allow it for this page, or use a WAV file."
+          : `Could not start audio: ${error.message || error}`,
+      );
       await this._teardown("error");
       return;
     }
@@ -115,8 +120,7 @@ export class Call extends EventTarget {
         this._emit("input-ended");
       };
       this.inputSource.connect(this.capture);
-      this.inputSource.start();
-      return;
+      return; // started with the stream, so no word is lost before it opens
     }
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: {
@@ -139,6 +143,7 @@ export class Call extends EventTarget {
     ws.onopen = () => {
       ws.send(metadataFrame(this.callId));
       this.startedAt = performance.now();
+      if (this.file) this.inputSource.start();
       this.phase = "live";
       this._note("metadata", this.callId);
       this._emit("phase");
