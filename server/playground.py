@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, WebSocket
 from fastapi.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
+from config.logs import get_logger
 from config.settings import Settings
 from server.call_feed import CallFeeds
 from server.call_history import CallHistory, HubHistory
@@ -24,6 +25,8 @@ from server.state import AppState
 from server.voice import access_refusal
 
 __all__ = ["PAGE_HEADERS", "WEB_DIR", "history_source", "install_playground"]
+
+log = get_logger("PLAYGROUND")
 
 WEB_DIR = Path(__file__).with_name("web")
 SAMPLE_RATES = (8000, 16000)  # what the page offers; the Stream Node's common rates
@@ -57,6 +60,7 @@ def _guard(request: Request) -> None:
     given = credentials.strip() if scheme.lower() == "bearer" else None
     refusal = access_refusal(request, state.settings, given)
     if refusal is not None:
+        log.warning("Refused %s: HTTP %d, %s", request.url.path, refusal.status, refusal.reason)
         raise HTTPException(refusal.status, refusal.reason)
 
 
