@@ -65,9 +65,9 @@ def _guard(request: Request) -> None:
 
 
 def install_playground(app: FastAPI, settings: Settings) -> None:
-    if not settings.playground_enabled:
+    if not settings.server.playground_enabled:
         return
-    feeds = CallFeeds(limit=settings.max_calls)
+    feeds = CallFeeds(limit=settings.stream.max_calls)
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
@@ -77,9 +77,9 @@ def install_playground(app: FastAPI, settings: Settings) -> None:
     @router.get("/playground/config")
     async def config(request: Request) -> dict[str, Any]:
         state: AppState = request.app.state.voice
-        default = state.settings.sample_rate
+        default = state.settings.stream.sample_rate
         return {
-            "token_required": state.settings.voice_auth_configured,
+            "token_required": state.settings.stream.auth_configured,
             "sample_rates": list(SAMPLE_RATES),
             "default_sample_rate": default if default in SAMPLE_RATES else 16000,
             "history_source": history_source(request.app).name,

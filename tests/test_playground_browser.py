@@ -63,12 +63,24 @@ def _line_played(index: int) -> Callable[[dict[str, Any]], bool]:
     return check
 
 
-def _assert_nothing_left(stack: Stack) -> None:
+async def _assert_nothing_left(stack: Stack) -> None:
+    """No call, call task or event feed outlives the page (closing sockets takes a moment)."""
     state = stack.server.state
-    assert state.lifecycle.calls.connections == 0
-    assert session_tasks() == set()
-    assert stack.server.app.state.call_feeds.open == 0
-    assert not state.events._subs  # no feed still subscribed
+
+    def left() -> list[str]:
+        feeds = {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("call-feed")}
+        return [
+            *(["a /voice connection"] if state.lifecycle.calls.connections else []),
+            *sorted(session_tasks() | feeds),
+            *(["an event feed"] if stack.server.app.state.call_feeds.open else []),
+            *(["a hub subscription"] if state.events._subs else []),
+        ]
+
+    for _ in range(100):
+        if not left():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still running after the call: {left()}")
 
 
 async def test_a_call_from_the_page_greets_hears_answers_and_hangs_up(
@@ -145,7 +157,7 @@ async def test_a_call_from_the_page_greets_hears_answers_and_hangs_up(
     assert [t.outcome for t in timings] == ["answered"]
     record = stack.server.state.registry.get(call_id)
     assert record is not None and not record.active
-    _assert_nothing_left(stack)
+    await _assert_nothing_left(stack)
 
 
 async def test_talking_over_the_bot_stops_its_playback_in_the_page(
@@ -186,7 +198,7 @@ async def test_talking_over_the_bot_stops_its_playback_in_the_page(
     assert ended.barge_ins == 1
     (barge_in,) = [e for e in stack.server.state.events.history(call_id) if isinstance(e, BargeIn)]
     assert barge_in.turn == 1
-    _assert_nothing_left(stack)
+    await _assert_nothing_left(stack)
 
 
 async def test_a_wav_file_speaks_instead_of_the_microphone(
@@ -209,7 +221,7 @@ async def test_a_wav_file_speaks_instead_of_the_microphone(
         await probe.page.click("#hangup")
         await _ended(stack, state["callId"])
         assert probe.errors == []
-    _assert_nothing_left(stack)
+    await _assert_nothing_left(stack)
 
 
 async def test_muted_the_page_keeps_streaming_silence(
@@ -246,6 +258,7 @@ async def test_muted_the_page_keeps_streaming_silence(
         await probe.page.click("#hangup")
         await _ended(stack, state["callId"])
         assert probe.errors == []
+    await _assert_nothing_left(stack)
 
 
 async def test_the_page_shows_a_transfer_and_a_disconnect(
@@ -276,7 +289,7 @@ async def test_the_page_shows_a_transfer_and_a_disconnect(
         assert _line_played(1)(state)  # the goodbye line, after the greeting
         assert (await _ended(stack, state["callId"])).reason == "timeout"
         assert probe.errors == []
-    _assert_nothing_left(stack)
+    await _assert_nothing_left(stack)
 
 
 async def test_with_a_stream_token_the_page_asks_for_it(
@@ -313,6 +326,7 @@ async def test_with_a_stream_token_the_page_asks_for_it(
         await probe.page.locator(f"#history-rows tr[data-call='{state['callId']}']").wait_for()
         (refused,) = probe.errors  # Chromium reports the refused handshake, nothing else
         assert "token=wrong" in refused and "403" in refused
+    await _assert_nothing_left(stack)
 
 
 async def test_docs_load_nothing_from_outside(start_server: StartServer) -> None:
