@@ -23,7 +23,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=2)" || exit 1
 
-# uvloop and httptools come with uvicorn[standard]; one process per container, scale out.
+# uvloop and httptools come with uvicorn[standard]. `voice-agent serve` runs one worker per
+# CPU core it may use (SO_REUSEPORT); under a CPU quota (--cpus, k8s limits) set WORKERS to it.
 # `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the WebSocket layer and
 # TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then exits 0: give the container
 # a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t, terminationGracePeriodSeconds).
