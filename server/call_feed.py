@@ -5,7 +5,8 @@ exactly as the seed defines it while the page still learns what the server heard
 the agent said and how long each stage took. It is guarded like ``/voice`` (stream token
 in ``?token=``, IP allow-list), replays the call's events so far, follows it live, and
 closes with 1000 after ``call_ended``. A feed for a call that never starts closes after
-``idle_s``; the number of open feeds is capped.
+``idle_s``; the number of open feeds is capped. Under ``--workers`` a call held by another
+worker is relayed from it (:mod:`server.worker_relay`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from config.logs import call_id_var, get_logger
 from pipeline.aio import cancel_and_wait
-from pipeline.events import CallEnded, CallEventHub, event_to_dict
+from pipeline.events import CallEnded, CallEvent, CallEventHub, event_to_dict
 from server.voice import access_refusal
+from server.worker_relay import WorkerRelay
 
 __all__ = ["FEED_IDLE_S", "CallFeeds"]
 
@@ -28,6 +33,7 @@ log = get_logger("PLAYGROUND")
 FEED_IDLE_S = 30.0  # no event at all for this long: the call id is wrong, stop waiting
 CLOSE_POLICY = 1008  # before accept: uvicorn answers HTTP 403
 CLOSE_TRY_LATER = 1013
+RELAY_POLL_S = 0.1  # with sibling workers: how often to ask them for a call not held here
 
 
 class CallFeeds:
@@ -37,6 +43,7 @@ class CallFeeds:
         self.limit = limit
         self.idle_s = idle_s
         self.open = 0
+        self.relay: WorkerRelay | None = None  # set in a --workers worker
 
     async def serve(self, websocket: WebSocket, hub: CallEventHub, call_id: str) -> None:
         state = websocket.app.state.voice
@@ -66,23 +73,45 @@ class CallFeeds:
             call_id_var.reset(context)
 
     async def _send(self, websocket: WebSocket, hub: CallEventHub, call_id: str) -> None:
-        feed = hub.subscribe(call_id)
+        events = self._events(hub, call_id)
         try:
-            try:
-                first = await asyncio.wait_for(anext(feed), self.idle_s)
-            except TimeoutError:
-                log.info("Event feed closed: no event for %.0f s", self.idle_s)
-                return
-            event = first
-            while True:
-                await websocket.send_text(json.dumps(event_to_dict(event)))
-                if isinstance(event, CallEnded):
-                    return
-                event = await anext(feed)
+            async for event in events:
+                await websocket.send_text(json.dumps(event))
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the page went away mid-send
         finally:
-            await feed.aclose()
+            await events.aclose()  # its subscription (or relayed socket) ends with the feed
+
+    async def _events(
+        self, hub: CallEventHub, call_id: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The call's events from this process's hub, or from the worker that holds it."""
+        local = hub.subscribe(call_id)  # from now on, nothing of a local call is missed
+        first: asyncio.Task[CallEvent] = asyncio.create_task(anext(local), name="call-feed-first")
+        try:
+            deadline = time.monotonic() + self.idle_s
+            while not first.done():
+                remote = await self.relay.open_feed(call_id) if self.relay else None
+                if remote is not None:
+                    try:
+                        async for data in remote:
+                            yield data
+                    finally:
+                        await remote.aclose()
+                    return
+                if time.monotonic() >= deadline:
+                    log.info("Event feed closed: no event for %.0f s", self.idle_s)
+                    return
+                await asyncio.wait({first}, timeout=RELAY_POLL_S if self.relay else self.idle_s)
+            event = first.result()
+            while True:
+                yield event_to_dict(event)
+                if isinstance(event, CallEnded):
+                    return
+                event = await anext(local)
+        finally:
+            await cancel_and_wait(first)
+            await local.aclose()
 
 
 async def _until_closed(websocket: WebSocket) -> None:

@@ -10,6 +10,9 @@ and ``GET /calls/{id}``. Those three are guarded like ``/voice``: the stream tok
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +26,8 @@ from server.call_feed import CallFeeds
 from server.call_history import CallHistory, HubHistory
 from server.state import AppState
 from server.voice import access_refusal
+from server.worker_relay import WorkerRelay, relay_dir
+from server.workers import worker_index
 
 __all__ = ["PAGE_HEADERS", "WEB_DIR", "history_source", "install_playground"]
 
@@ -46,12 +51,43 @@ PAGE_HEADERS = {
 
 
 def history_source(app: FastAPI) -> CallHistory:
-    """A records store set as ``app.state.call_history`` wins; else this process's hub."""
+    """A records store set as ``app.state.call_history`` wins; else the event hubs (this
+    process's, and under ``--workers`` its siblings' through the relay)."""
     store: CallHistory | None = getattr(app.state, "call_history", None)
     if store is not None:
         return store
+    relay: WorkerRelay | None = getattr(app.state, "worker_relay", None)
+    if relay is not None:
+        return relay
     state: AppState = app.state.voice
     return HubHistory(state.events)
+
+
+def _with_worker_relay(app: FastAPI, feeds: CallFeeds) -> None:
+    """Under ``voice-agent serve --workers N``, answer and ask the sibling workers.
+
+    Wraps the app's lifespan (rather than editing it) so the relay starts once the hub
+    exists and stops before it goes.
+    """
+    index = worker_index()
+    if index is None:
+        return
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        async with inner(app) as value:
+            state: AppState = app.state.voice
+            relay = WorkerRelay(state.events, relay_dir(os.getppid()), index)
+            if await relay.start():
+                app.state.worker_relay = feeds.relay = relay
+            try:
+                yield value
+            finally:
+                app.state.worker_relay = feeds.relay = None
+                await relay.aclose()
+
+    app.router.lifespan_context = lifespan
 
 
 def _guard(request: Request) -> None:
@@ -109,4 +145,5 @@ def install_playground(app: FastAPI, settings: Settings) -> None:
 
     app.include_router(router)
     app.state.call_feeds = feeds
+    _with_worker_relay(app, feeds)
     app.mount("/playground", StaticFiles(directory=WEB_DIR), name="playground")
