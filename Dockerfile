@@ -26,7 +26,8 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
 # uvloop and httptools come with uvicorn[standard]. `voice-agent serve` runs one worker per
 # CPU core it may use (SO_REUSEPORT); under a CPU quota (--cpus, k8s limits) set WORKERS to it.
 # `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the WebSocket layer and
-# TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then exits 0: give the container
+# TRUSTED_PROXIES to X-Forwarded-For. HOST=0.0.0.0 needs VOICE_WS_TOKEN (or VOICE_ALLOWED_IPS):
+# without it the container exits at once with a one-line explanation. SIGTERM drains calls, then exits 0: give the container
 # a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t, terminationGracePeriodSeconds).
 STOPSIGNAL SIGTERM
 CMD ["voice-agent", "serve"]

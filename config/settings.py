@@ -9,6 +9,7 @@ in code each lives in its group, under its name without the group's prefix::
     settings.knowlarity.sr_api_key   KNOWLARITY_SR_API_KEY  (.admin_api_token: ADMIN_API_TOKEN)
     settings.agent.greeting          GREETING     (groups without a prefix keep the whole name)
     settings.stream.max_calls        MAX_CALLS    (/voice: rate, chunks, security, limits)
+    settings.stream.ip_max_pending   VOICE_IP_MAX_PENDING  (names that differ say so)
     settings.server.host             HOST         (the process: host, port, logs, drain)
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
 
@@ -33,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,6 +47,8 @@ from pydantic_settings import (
 )
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
+MIN_SECRET_CHARS = 8  # provider and Knowlarity keys
 
 
 def _env(name: str) -> Any:
@@ -58,6 +62,22 @@ def present(value: SecretStr | None) -> bool:
 
 def _none_if_blank(value: object) -> object:
     return (value.strip() or None) if isinstance(value, str) else value
+
+
+def _long_enough(value: SecretStr | None, name: str, minimum: int, kind: str) -> SecretStr | None:
+    """Refuse a secret too short to be real: a placeholder, and one that could not be masked
+    in logs without mangling every line that happens to contain it."""
+    text = value.get_secret_value().strip() if value is not None else ""
+    if text and len(text) < minimum:
+        hint = (
+            ': python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            if kind == "token"
+            else ""
+        )
+        raise ValueError(
+            f"{name} is {len(text)} characters: too short to be a {kind} (at least {minimum}){hint}"
+        )
+    return value
 
 
 class _Group(BaseModel):
@@ -86,13 +106,18 @@ def _env_name(prefix: str, field_name: str, info: FieldInfo) -> str:
 
 
 class ServerSettings(_Group):
-    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    # Loopback by default: a public address needs stream authentication (StreamSettings).
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
     port: int = Field(8000, validation_alias=_env("PORT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
     # SIGTERM: let calls finish this long (server/lifecycle.py).
     drain_seconds: float = Field(30.0, ge=0, le=3600, validation_alias=_env("DRAIN_SECONDS"))
+    # Largest HTTP request body; larger gets 413 before it is read (server/body_limit.py).
+    api_max_body_bytes: int = Field(
+        65_536, ge=1024, le=16 * 1_048_576, validation_alias=_env("API_MAX_BODY_BYTES")
+    )
     # `voice-agent serve` processes on one port (SO_REUSEPORT); 0 = one per usable CPU core.
     workers: int = Field(0, ge=0, le=256, validation_alias=_env("WORKERS"))
     # Keep-alive connections to the LLM and TTS opened at start-up and re-used every
@@ -121,8 +146,11 @@ class StreamSettings(_Group):
     """The Stream Node's ``/voice`` stream: audio format, security and limits.
 
     The Stream Node can only be given a wss-url, so the shared secret travels in it:
-    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
+    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). With neither it nor
+    VOICE_ALLOWED_IPS (and VOICE_AUTH=auto), a public bind refuses to start and only local
+    handshakes are served (server/exposure.py); VOICE_AUTH=none opens /voice on purpose.
     X-Forwarded-For is believed only from TRUSTED_PROXIES (e.g. 127.0.0.1/32 for ngrok).
+    The per-address limits (server/limits.py) exempt VOICE_ALLOWED_IPS.
     """
 
     sample_rate: int = Field(16000, validation_alias=_env("SAMPLE_RATE"))
@@ -134,9 +162,37 @@ class StreamSettings(_Group):
     max_frame_bytes: int = Field(
         1_048_576, ge=1024, le=64 * 1_048_576, validation_alias=_env("MAX_FRAME_BYTES")
     )
+    # Four short fields: capped hard (wire/knowlarity.py never reads more than 8 KiB).
     max_metadata_bytes: int = Field(
-        8192, ge=256, le=1_048_576, validation_alias=_env("MAX_METADATA_BYTES")
+        4096, ge=256, le=8192, validation_alias=_env("MAX_METADATA_BYTES")
     )
+    voice_auth: Literal["auto", "none"] = Field("auto", validation_alias=_env("VOICE_AUTH"))
+    ip_handshakes_per_s: float = Field(
+        20.0, gt=0, le=100_000, validation_alias=_env("VOICE_IP_HANDSHAKES_PER_S")
+    )
+    ip_handshake_burst: int = Field(
+        100, ge=1, le=1_000_000, validation_alias=_env("VOICE_IP_HANDSHAKE_BURST")
+    )
+    ip_max_pending: int = Field(32, ge=1, le=100_000, validation_alias=_env("VOICE_IP_MAX_PENDING"))
+    # Strikes (wrong token, refused address, a stream that sent nothing) before a ban.
+    ip_auth_failures_per_min: int = Field(
+        20, ge=1, le=100_000, validation_alias=_env("VOICE_IP_AUTH_FAILURES_PER_MIN")
+    )
+    ip_ban_s: float = Field(300.0, ge=1, le=86_400, validation_alias=_env("VOICE_IP_BAN_S"))
+    # Caller audio beyond real time is dropped; this much may arrive early (jitter).
+    inbound_audio_burst_s: float = Field(
+        2.0, ge=0.2, le=60, validation_alias=_env("INBOUND_AUDIO_BURST_S")
+    )
+
+    @field_validator("voice_auth", mode="before")
+    @classmethod
+    def _voice_auth_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("voice_ws_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "VOICE_WS_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @field_validator("sample_rate")
     @classmethod
@@ -175,6 +231,11 @@ class DeepgramSettings(_Group):
     stall_timeout_s: float = Field(1.5, gt=0, le=60)
     max_outage_s: float = Field(10.0, gt=0, le=600)
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "DEEPGRAM_API_KEY", MIN_SECRET_CHARS, "key")
+
     @property
     def configured(self) -> bool:
         return present(self.api_key)
@@ -205,6 +266,12 @@ class OpenAISettings(_Group):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+    @field_validator("api_key", "fallback_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"OPENAI_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
 
     @property
     def configured(self) -> bool:
@@ -253,6 +320,11 @@ class CartesiaSettings(_Group):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "CARTESIA_API_KEY", MIN_SECRET_CHARS, "key")
 
     @property
     def configured(self) -> bool:
@@ -343,6 +415,17 @@ class KnowlaritySettings(_Group):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("api_key", "sr_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"KNOWLARITY_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
+
+    @field_validator("admin_api_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "ADMIN_API_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @property
     def kpi_configured(self) -> bool:

@@ -2,11 +2,12 @@
 
 The playground opens it beside its ``/voice`` stream, so the Knowlarity wire format stays
 exactly as the seed defines it while the page still learns what the server heard, what
-the agent said and how long each stage took. It is guarded like ``/voice`` (stream token
-in ``?token=``, IP allow-list), replays the call's events so far, follows it live, and
-closes with 1000 after ``call_ended``. A feed for a call that never starts closes after
-``idle_s``; the number of open feeds is capped. Under ``--workers`` a call held by another
-worker is relayed from it (:mod:`server.worker_relay`).
+the agent said and how long each stage took. Its handshake is admitted exactly like
+``/voice``'s (:mod:`server.admission`: stream token in ``?token=``, IP allow-list,
+per-address limits, local-only without authentication). It replays the call's events so
+far, follows it live, and closes with 1000 after ``call_ended``. A feed for a call that
+never starts closes after ``idle_s``; the number of open feeds is capped. Under
+``--workers`` a call held by another worker is relayed from it (:mod:`server.worker_relay`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from config.logs import call_id_var, get_logger
 from pipeline.aio import cancel_and_wait
 from pipeline.events import CallEnded, CallEvent, CallEventHub, event_to_dict
-from server.voice import access_refusal
+from server.admission import admission_refusal, client_address, refuse
 from server.worker_relay import WorkerRelay
 
 __all__ = ["FEED_IDLE_S", "CallFeeds"]
@@ -31,7 +32,6 @@ __all__ = ["FEED_IDLE_S", "CallFeeds"]
 log = get_logger("PLAYGROUND")
 
 FEED_IDLE_S = 30.0  # no event at all for this long: the call id is wrong, stop waiting
-CLOSE_POLICY = 1008  # before accept: uvicorn answers HTTP 403
 CLOSE_TRY_LATER = 1013
 RELAY_POLL_S = 0.1  # with sibling workers: how often to ask them for a call not held here
 
@@ -47,10 +47,10 @@ class CallFeeds:
 
     async def serve(self, websocket: WebSocket, hub: CallEventHub, call_id: str) -> None:
         state = websocket.app.state.voice
-        refusal = access_refusal(websocket, state.settings, websocket.query_params.get("token"))
+        ip = client_address(websocket, state.settings.stream)
+        refusal = admission_refusal(websocket, state, None, ip=ip)  # exactly /voice's rules
         if refusal is not None:
-            log.warning("Refused an event feed: HTTP %d, %s", refusal.status, refusal.reason)
-            await websocket.close(code=CLOSE_POLICY)
+            await refuse(websocket, state, refusal, ip, what="event feed")
             return
         await websocket.accept()
         if self.open >= self.limit:

@@ -22,10 +22,10 @@ from starlette.staticfiles import StaticFiles
 
 from config.logs import get_logger
 from config.settings import Settings
+from server.admission import access_refusal, client_address
 from server.call_feed import CallFeeds
 from server.call_history import CallHistory, HubHistory
 from server.state import AppState
-from server.voice import access_refusal
 from server.worker_relay import WorkerRelay, relay_dir
 from server.workers import worker_index
 
@@ -91,10 +91,10 @@ def _with_worker_relay(app: FastAPI, feeds: CallFeeds) -> None:
 
 
 def _guard(request: Request) -> None:
-    state: AppState = request.app.state.voice
+    stream = request.app.state.voice.settings.stream
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     given = credentials.strip() if scheme.lower() == "bearer" else None
-    refusal = access_refusal(request, state.settings, given)
+    refusal = access_refusal(request, stream, given, client_address(request, stream))
     if refusal is not None:
         log.warning("Refused %s: HTTP %d, %s", request.url.path, refusal.status, refusal.reason)
         raise HTTPException(refusal.status, refusal.reason)

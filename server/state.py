@@ -17,6 +17,7 @@ from pipeline.call.providers import Providers
 from pipeline.call_record import CallRegistry
 from pipeline.events import CallEventHub
 from server.lifecycle import Lifecycle
+from server.limits import IpLimits, LogThrottle, PendingPool
 from server.providers import Choice, Stage, missing
 
 
@@ -33,6 +34,10 @@ class AppState:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
     connections_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # ... and on it
+    ip_limits: IpLimits = field(default_factory=IpLimits)  # per-address handshake limits
+    refusal_log: LogThrottle = field(default_factory=LogThrottle)  # refused-handshake lines
+    # Accepted streams with no frame yet; the app sizes it at MAX_CALLS / 4 (at least 16).
+    pending_pool: PendingPool = field(default_factory=lambda: PendingPool(50))
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)

@@ -330,7 +330,9 @@ async def test_with_a_stream_token_the_page_asks_for_it(
 
 
 async def test_docs_load_nothing_from_outside(start_server: StartServer) -> None:
-    server = await start_server()
+    admin = "docs-admin-token-5kq9w"
+    register_secret(admin)
+    server = await start_server(admin_api_token=admin)
     outside: list[str] = []
     async with chromium(None) as browser:
         page = await browser.new_page()
@@ -344,7 +346,11 @@ async def test_docs_load_nothing_from_outside(start_server: StartServer) -> None
 
         await page.route("**/*", only_loopback)
         await page.goto(f"{server.http_url}/docs")
+        await page.fill("#admin-token", admin)  # the schema needs the admin token
+        await page.click("#docs-token button")
         await page.locator(".swagger-ui .info .title").wait_for()
         assert "Knowlarity voice agent" in await page.inner_text(".swagger-ui .info .title")
+        await page.locator(".opblock-summary-path[data-path='/api/calls']").first.wait_for()
+        await page.reload()  # the token is kept for the tab: the schema loads at once
         await page.locator(".opblock-summary-path[data-path='/api/calls']").first.wait_for()
     assert outside == []
