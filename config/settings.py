@@ -126,6 +126,9 @@ class ServerSettings(_Group):
     # WARM_INTERVAL_S so the first turn (and a turn after a pause) finds them open; 0 = off.
     warm_connections: int = Field(2, ge=0, le=64, validation_alias=_env("WARM_CONNECTIONS"))
     warm_interval_s: float = Field(15.0, gt=0, le=600, validation_alias=_env("WARM_INTERVAL_S"))
+    # The browser playground (server/playground.py): the page at GET /, its per-call event
+    # feeds and call history, guarded like /voice. False: none of them is served.
+    playground_enabled: bool = Field(True, validation_alias=_env("PLAYGROUND_ENABLED"))
 
     def worker_count(self) -> int:
         if self.workers:

@@ -175,6 +175,10 @@ class CallEventHub:
     def known(self, call_id: str) -> bool:
         return call_id in self._replays
 
+    def call_ids(self) -> list[str]:
+        """The calls with a replay, oldest first."""
+        return list(self._replays)
+
     def history(self, call_id: str) -> list[CallEvent]:
         return list(self._replays.get(call_id, ()))
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 from starlette.websockets import WebSocket
 
@@ -31,6 +32,7 @@ __all__ = [
     "PendingStream",
     "Refusal",
     "UvicornNoiseFilter",
+    "access_refusal",
     "admission_refusal",
     "client_address",
     "refuse",
@@ -113,15 +115,26 @@ def admission_refusal(
         # says when to try again.
         status = 403 if verdict.kind == "banned" else 429
         return Refusal(status, verdict.reason, verdict.retry_after_s, kind=verdict.kind)
-    peer = websocket.client.host if websocket.client is not None else None
-    unauthenticated = open_stream_refusal(stream, peer, websocket.headers.keys())
+    given = path_token if path_token is not None else websocket.query_params.get("token")
+    return access_refusal(websocket, stream, given, ip)
+
+
+def access_refusal(
+    conn: HTTPConnection, stream: StreamSettings, given: str | None, ip: str | None
+) -> Refusal | None:
+    """Who may use ``/voice`` (and what is guarded like it, e.g. the playground's feeds):
+    stream authentication when none is configured, the stream token, the IP allow-list."""
+    peer = conn.client.host if conn.client is not None else None
+    unauthenticated = open_stream_refusal(stream, peer, conn.headers.keys())
     if unauthenticated is not None:
         return Refusal(403, unauthenticated, auth=True)
     expected = stream.voice_ws_token
-    if expected is not None and stream.auth_configured:
-        given = path_token if path_token is not None else websocket.query_params.get("token")
-        if not tokens_match(given, expected.get_secret_value().strip()):
-            return Refusal(403, "missing or wrong stream token", auth=True)
+    if (
+        expected is not None
+        and stream.auth_configured
+        and not tokens_match(given, expected.get_secret_value().strip())
+    ):
+        return Refusal(403, "missing or wrong stream token", auth=True)
     if stream.voice_allowed_ips and not ip_allowed(ip, _networks(stream.voice_allowed_ips)):
         return Refusal(403, f"address {ip or 'unknown'} is not in VOICE_ALLOWED_IPS", auth=True)
     return None
@@ -132,10 +145,10 @@ def _networks(values: tuple[str, ...]) -> tuple[Network, ...]:
     return parse_networks(values)
 
 
-def client_address(websocket: WebSocket, stream: StreamSettings) -> str | None:
+def client_address(conn: HTTPConnection, stream: StreamSettings) -> str | None:
     """The caller's address: the peer, or X-Forwarded-For from TRUSTED_PROXIES."""
-    peer = websocket.client.host if websocket.client is not None else None
-    forwarded = websocket.headers.getlist("x-forwarded-for")
+    peer = conn.client.host if conn.client is not None else None
+    forwarded = conn.headers.getlist("x-forwarded-for")
     return client_ip(peer, forwarded, _networks(stream.trusted_proxies))
 
 
@@ -207,8 +220,12 @@ class UvicornNoiseFilter(logging.Filter):
 uvicorn_noise_filter = UvicornNoiseFilter()
 
 
-async def refuse(websocket: WebSocket, state: AppState, refusal: Refusal, ip: str | None) -> None:
-    """Refuse before accepting: the Stream Node gets an HTTP status, never a stream."""
+async def refuse(
+    websocket: WebSocket, state: AppState, refusal: Refusal, ip: str | None, what: str = "/voice"
+) -> None:
+    """Refuse before accepting: the Stream Node gets an HTTP status, never a stream.
+
+    ``what`` names the route in the log (never the path itself: it may hold the token)."""
     now = time.monotonic()
     who = ip or (websocket.client.host if websocket.client is not None else "unknown")
     if refusal.auth and state.ip_limits.strike(ip, now):
@@ -224,7 +241,8 @@ async def refuse(websocket: WebSocket, state: AppState, refusal: Refusal, ip: st
     if allowed:
         more = f" (+{held} similar refusals not logged)" if held else ""
         log.warning(
-            "Refused a /voice handshake from %s: HTTP %d, %s%s",
+            "Refused a %s handshake from %s: HTTP %d, %s%s",
+            what,
             who,
             refusal.status,
             refusal.reason,

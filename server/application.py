@@ -5,8 +5,9 @@ bare status words (load balancers and the Docker health check need only the stat
 code). Their details (providers, missing settings, call counts, loop lag) go to local
 requests and to ``Authorization: Bearer ADMIN_API_TOKEN``: they tell a scanner which keys
 are missing and how busy the line is. ``/api`` and ``/openapi.json`` need the admin token,
-checked before any request body is read; ``/docs`` is off (a browser page cannot send the
-token). The schema is no secret (the code is open) but it maps the admin surface.
+checked before any request body is read; ``/docs`` is a page that asks for that token
+and sends it with its requests (:mod:`server.api_docs`). The schema is no secret (the code
+is open) but it maps the admin surface.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from pipeline.turntaking.config import TurnTakingConfig
 from server.admission import uvicorn_noise_filter
+from server.api_docs import install_docs
 from server.body_limit import BodyLimit
 from server.exposure import (
     StartupGuard,
@@ -51,6 +53,7 @@ from server.exposure import (
     uvicorn_option_problems,
 )
 from server.limits import IpLimitConfig, IpLimits, PendingPool
+from server.playground import install_playground
 from server.providers import build_providers, choose, providers_for_language
 from server.security import UrlRedactingFilter, parse_networks
 from server.state import AppState, CallSetup
@@ -145,9 +148,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Knowlarity voice agent",
         version="0.1.0",
         lifespan=lifespan,
-        docs_url=None,
+        docs_url=None,  # /docs is ours (server/api_docs.py): offline, asks for the token
         redoc_url=None,
     )
+    install_docs(app)
     admin_token = settings.knowlarity.admin_api_token
 
     def admin_guard(scope: Scope) -> Response | None:
@@ -227,6 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def voice_with_token(websocket: WebSocket, token: str) -> None:
         await handle_call(websocket, websocket.app.state.voice, path_token=token)
 
+    install_playground(app, settings)  # GET /, history and per-call event feeds
     # Pure ASGI layers, outermost last: the start-up refusal, then bodies and admin auth.
     app.add_middleware(
         BodyLimit,
