@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.dburl import async_database_url, url_password
+
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 
 
@@ -111,7 +113,10 @@ class Settings(BaseSettings):
             self.voice_ws_token,
             self.openai_fallback_api_key,
         ]
-        return [v.get_secret_value() for v in values if v is not None and _present(v)]
+        found = [v.get_secret_value() for v in values if v is not None and _present(v)]
+        if self.database_url is not None:
+            found.extend(p for p in [url_password(self.database_url.get_secret_value())] if p)
+        return found
 
     # Knowlarity account API (kpi/) ------------------------------------------------------
     # REST calls (makecall, otpcall, notifications) send KNOWLARITY_API_KEY as x-api-key and
@@ -234,6 +239,32 @@ class Settings(BaseSettings):
         return _present(self.voice_ws_token)
 
     # End of stream security, limits and lifecycle ------------------------------------------
+
+    # Call records, metrics and traces (records/, server/metrics.py, server/tracing.py) -----
+    # Records go to DATABASE_URL (postgresql://... for several processes or machines), else
+    # to an SQLite file under DATA_DIR. Writes never block a call (bounded queue + writer).
+    data_dir: str = "data"
+    database_url: SecretStr | None = None
+    records_enabled: bool = True
+    records_mask_numbers: bool = True  # keep only the last 4 digits of phone numbers
+    records_retention_days: float = Field(90.0, ge=0, le=36_500)  # 0 = keep for ever
+    records_queue_size: int = Field(1000, ge=10, le=1_000_000)
+    records_migrate_on_start: bool = True
+    metrics_enabled: bool = True  # GET /metrics (Prometheus)
+    otel_exporter_otlp_endpoint: str | None = None  # traces on when set (extra "otel")
+
+    @field_validator("database_url", "otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _records_blank_is_none(cls, value: object) -> object:
+        return (value.strip() or None) if isinstance(value, str) else value
+
+    @property
+    def records_database_url(self) -> str:
+        """The SQLAlchemy async URL of the records database."""
+        raw = self.database_url.get_secret_value() if self.database_url is not None else None
+        return async_database_url(raw, self.data_dir)
+
+    # End of call records, metrics and traces --------------------------------------------
 
 
 def _present(value: SecretStr | None) -> bool:

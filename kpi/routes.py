@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
+from config.settings import Settings
 from kpi.errors import ConfigError, InputError, KnowlarityError, KnowlarityTransportError
 from kpi.models import (
     MakeCallBody,
@@ -50,27 +51,32 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def check_admin(settings: Settings, request: Request) -> None:
+    """``Authorization: Bearer ADMIN_API_TOKEN`` or an HTTP error (503 while it is unset)."""
+    token = settings.admin_api_token
+    expected = token.get_secret_value().strip() if token is not None else ""
+    if not expected:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the /api routes are disabled: set ADMIN_API_TOKEN to enable them",
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer ADMIN_API_TOKEN)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 def build_router(get_service: Callable[[], KpiService]) -> APIRouter:
     """The ``/api`` routes; ``get_service`` returns the app's single :class:`KpiService`."""
     Service = Annotated[KpiService, Depends(get_service)]
 
     def require_admin(request: Request, service: Service) -> None:
-        token = service.settings.admin_api_token
-        expected = token.get_secret_value().strip() if token is not None else ""
-        if not expected:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "the /api routes are disabled: set ADMIN_API_TOKEN to enable them",
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), expected.encode()
-        ):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong admin token (Authorization: Bearer ADMIN_API_TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        check_admin(service.settings, request)
 
     router = APIRouter(
         prefix="/api",

@@ -51,6 +51,7 @@ from pipeline.providers.base import (
     TextDelta,
     TextToSpeech,
     ToolCall,
+    error_category,
 )
 from pipeline.sentences import SentenceSplitter
 from pipeline.speech_cache import SpeechCache
@@ -241,6 +242,7 @@ class CallSession:
                 message=exc.message,
                 retried=retried,
                 at_ms=self._at_ms(time.monotonic()),
+                category=error_category(exc),
             )
         )
 
@@ -346,6 +348,17 @@ class CallSession:
                 log.debug("Speech started while bot speaks: barge-in armed")
         elif kind is STTEventKind.RECONNECTED:
             log.info("Speech recognition reconnected; the call goes on")
+            stt = self._providers.stt
+            self._events.publish(
+                ProviderIssue(
+                    call_id=self.record.call_id,
+                    provider=stt.name if stt is not None else "stt",
+                    message="stream dropped and re-established",
+                    retried=True,
+                    at_ms=self._at_ms(time.monotonic()),
+                    category="reconnect",
+                )
+            )
 
     def _bot_busy(self) -> bool:
         if self._handing_off:
@@ -423,7 +436,7 @@ class CallSession:
             # Not cached and the TTS failed: still hang up below rather than hold the line.
             log.error("Fixed line failed: %s", exc)
         finally:
-            self._settle(turn)
+            self._settle(turn, greeting=greeting)
         if greeting and turn.first_audio_at is not None:
             ws_log.info(
                 "Greeting sent | first_audio_ms=%.0f", (turn.first_audio_at - turn.started) * 1000
@@ -616,7 +629,7 @@ class CallSession:
             turn.first_audio_at = time.monotonic()
             self._audible_turn = turn
 
-    def _settle(self, turn: Turn) -> None:
+    def _settle(self, turn: Turn, *, greeting: bool = False) -> None:
         """Write the reply to the history as heard so far (revised again on barge-in)."""
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, time.monotonic())
         if text:
@@ -629,6 +642,10 @@ class CallSession:
                     text=turn.reply_text(),
                     heard=text,
                     at_ms=self._at_ms(time.monotonic()),
+                    first_audio_ms=(
+                        None if turn.first_audio_at is None else self._at_ms(turn.first_audio_at)
+                    ),
+                    greeting=greeting,
                 )
             )
 

@@ -6,22 +6,25 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
 from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
-from kpi.routes import build_router
+from kpi.routes import build_router, check_admin
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
+from records.api import build_router as build_records_router
+from server.metrics import CONTENT_TYPE_LATEST
+from server.operations import Operations, Readiness, start_operations
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
 from server.state import AppState
@@ -49,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kpi = KpiService(settings, state.registry)
         app.state.kpi = kpi
         await kpi.start()
+        readiness = app.state.readiness = Readiness(state)
+        ops = app.state.ops = await start_operations(settings, state, kpi, readiness)
         missing = settings.missing_providers()
         if missing:
             log.warning(
@@ -60,7 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
-        state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
+        lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
+        state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         _announce_stream_security(settings)
         if state.lifecycle.install_signal_handlers(settings.drain_seconds):
             log.info(
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await kpi.aclose()
             await state.aclose()
+            await ops.aclose()  # after the calls: their last records are flushed here
 
     app = FastAPI(title="Knowlarity voice agent", version="0.1.0", lifespan=lifespan)
 
@@ -95,15 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def ready(request: Request) -> JSONResponse:
         """For load balancers and Kubernetes: 503 while warming, draining or at MAX_CALLS."""
         state: AppState = request.app.state.voice
+        readiness: Readiness = request.app.state.readiness
         calls = state.lifecycle.calls.connections
-        if state.lifecycle.draining:
-            status = "draining"
-        elif not state.greeting_warmed.is_set():
-            status = "warming"  # the first calls would pay a TTS round trip for the greeting
-        elif calls >= settings.max_calls:
-            status = "full"
-        else:
-            status = "ready"
+        status = readiness.status()
         body = {"status": status, "active_calls": calls, "max_calls": settings.max_calls}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
@@ -112,6 +113,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return service
 
     app.include_router(build_router(get_kpi))
+
+    def admin_only(request: Request) -> None:
+        check_admin(settings, request)
+
+    def get_store() -> Any:
+        ops: Operations = app.state.ops
+        return ops.store
+
+    app.include_router(
+        build_records_router(get_store, admin_only, mask_numbers=settings.records_mask_numbers)
+    )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition (all worker processes' sums in multi-process mode)."""
+        ops: Operations = request.app.state.ops
+        if ops.metrics is None:
+            raise HTTPException(404, "metrics are off: set METRICS_ENABLED=true")
+        readiness: Readiness = request.app.state.readiness
+        ops.metrics.sample_process(ready=readiness())
+        body = await asyncio.to_thread(ops.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:
@@ -172,12 +195,17 @@ def get_app() -> FastAPI:
 LAG_PERIOD_S = 0.1
 
 
-async def _watch_loop_lag(samples: collections.deque[float]) -> None:
+async def _watch_loop_lag(
+    samples: collections.deque[float], observe: Callable[[float], None] | None = None
+) -> None:
     """How late the event loop wakes a 100 ms sleep: the delay every callback sees."""
     while True:
         started = time.monotonic()
         await asyncio.sleep(LAG_PERIOD_S)
-        samples.append((time.monotonic() - started - LAG_PERIOD_S) * 1000)
+        lag_ms = (time.monotonic() - started - LAG_PERIOD_S) * 1000
+        samples.append(lag_ms)
+        if observe is not None:
+            observe(lag_ms)
 
 
 def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:

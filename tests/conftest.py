@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,11 +25,14 @@ from server.state import AppState
 from testkit import DEFAULT_KEYS, AppServer, FakeProviders
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Call records of in-process apps: one SQLite file for the run, never the work tree's data/.
+_RECORDS_DIR = tempfile.TemporaryDirectory(prefix="voice-records-")
 
 
 def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
     """Settings from an env-style dict, ignoring any .env file and the real environment."""
     values: dict[str, Any] = {key.lower(): value for key, value in env.items()}
+    values.setdefault("data_dir", _RECORDS_DIR.name)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 
