@@ -83,7 +83,7 @@ def _when(text: str | None, now: float, name: str) -> float | None:
     try:
         return parse_when(text, now)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"{name}: {exc}") from None
+        raise HTTPException(422, f"{name}: {exc}") from None
 
 
 def _number(text: str | None, mask: bool) -> str | None:

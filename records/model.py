@@ -73,11 +73,11 @@ def mask_number(number: str) -> str:
     by country. Masking a masked number changes nothing.
     """
     text = number.strip()
-    digits = [i for i, ch in enumerate(text) if ch.isdigit()]
-    if len(digits) <= 4:
+    places = [i for i, ch in enumerate(text) if ch.isdigit() or ch == "*"]
+    if len(places) <= 4:
         return text
-    keep_head = 2 if text.startswith("+") and len(digits) > 8 else 0
-    hidden = set(digits[keep_head:-4])
+    keep_head = 2 if text.startswith("+") and len(places) > 8 else 0
+    hidden = set(places[keep_head:-4])
     return "".join("*" if i in hidden else ch for i, ch in enumerate(text))
 
 

@@ -23,6 +23,7 @@ from config.settings import Settings
 from server.application import create_app
 from server.state import AppState
 from testkit import DEFAULT_KEYS, AppServer, FakeProviders
+from tests.postgres import Postgres, running_postgres
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 # Call records of in-process apps: one SQLite file for the run, never the work tree's data/.
@@ -56,6 +57,13 @@ class VoiceServer:
     def state(self) -> AppState:
         state: AppState = self.app.state.voice
         return state
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the run (each test makes its own database)."""
+    with running_postgres(free_port()) as server:
+        yield server
 
 
 @pytest.fixture
