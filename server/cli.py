@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(sub: SubParsers) -> None:
     """Sub-commands owned by other packages: each adds its parsers with ``register(sub)``."""
     from kpi.cli import register as register_kpi
+    from records.cli import register as register_records
 
     register_kpi(sub)
+    register_records(sub)
 
 
 # --- serve -------------------------------------------------------------------------
