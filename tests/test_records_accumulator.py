@@ -9,6 +9,7 @@ from pipeline.events import (
     BargeIn,
     CallEnded,
     CallerSpeech,
+    CallEvent,
     CallStarted,
     ProviderIssue,
     TurnTimings,
@@ -19,7 +20,7 @@ from records.model import mask_number, parse_when
 
 def test_a_call_with_a_reply_a_barge_in_and_a_provider_fault() -> None:
     acc = CallAccumulator("c1", server="host:1", mask=True, now=5.0)
-    events = [
+    events: list[CallEvent] = [
         CallStarted(
             call_id="c1",
             sample_rate=8000,

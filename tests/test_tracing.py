@@ -13,6 +13,7 @@ from pipeline.events import (
     AgentSpeech,
     BargeIn,
     CallEnded,
+    CallEvent,
     CallStarted,
     ProviderIssue,
     TurnTimings,
@@ -28,7 +29,7 @@ def test_a_call_becomes_one_span_with_a_child_per_turn() -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = CallTracer(provider)
-    for event in [
+    events: list[CallEvent] = [
         CallStarted(
             call_id="t1",
             sample_rate=8000,
@@ -62,11 +63,13 @@ def test_a_call_becomes_one_span_with_a_child_per_turn() -> None:
             turns=2,
             barge_ins=1,
         ),
-    ]:
+    ]
+    for event in events:
         tracer.listener(event)
     spans = {
-        s.name + str(s.attributes.get("turn.number", "")): s for s in exporter.get_finished_spans()
-    }  # type: ignore[union-attr]
+        s.name + str((s.attributes or {}).get("turn.number", "")): s
+        for s in exporter.get_finished_spans()
+    }
     call, first, second = spans["call"], spans["turn1"], spans["turn2"]
     assert call.attributes is not None and call.attributes["call.id"] == "t1"
     assert call.attributes["provider.llm"] == "openai"
