@@ -140,18 +140,28 @@ def start_fakes(log: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     return proc, json.loads(line)
 
 
-def start_nginx(conf: str, prefix: Path) -> subprocess.Popen[bytes]:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def nginx_argv(conf: str, prefix: Path) -> list[str]:
+    """Write ``conf`` under ``prefix``; the nginx command line that runs it there."""
     path = prefix / "nginx.conf"
     path.write_text(conf)
     globals_ = f"daemon off; pid {prefix}/nginx.pid; error_log {prefix}/error.log warn;"
-    check = subprocess.run(
-        [nginx, "-t", "-p", str(prefix), "-c", str(path), "-g", globals_],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stderr
-    return subprocess.Popen([nginx, "-p", str(prefix), "-c", str(path), "-g", globals_])
+    return [NGINX, "-p", str(prefix), "-c", str(path), "-g", globals_]
+
+
+def nginx_test(conf: str, prefix: Path) -> str:
+    """``nginx -t`` of ``conf``: its complaint, or "" when the configuration is valid."""
+    argv = nginx_argv(conf, prefix)
+    check = subprocess.run([*argv[:1], "-t", *argv[1:]], capture_output=True, text=True)
+    return "" if check.returncode == 0 else check.stderr
+
+
+def start_nginx(conf: str, prefix: Path) -> subprocess.Popen[bytes]:
+    problem = nginx_test(conf, prefix)
+    assert not problem, problem
+    return subprocess.Popen(nginx_argv(conf, prefix))
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 import yaml
 
 from server.metrics import CallMetrics
-from tests.cluster import free_port
+from tests.cluster import free_port, nginx_test
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
@@ -82,7 +81,6 @@ def test_compose_stop_grace_outlasts_the_drain() -> None:
 
 
 def test_the_shipped_nginx_conf_passes_nginx_t_with_tls(tmp_path: Path) -> None:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     cert, key = tmp_path / "fullchain.pem", tmp_path / "privkey.pem"
     openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
     subprocess.run(
@@ -96,15 +94,7 @@ def test_the_shipped_nginx_conf_passes_nginx_t_with_tls(tmp_path: Path) -> None:
     text = text.replace("listen 80;", f"listen 127.0.0.1:{free_port()};")
     text = text.replace("listen 443 ssl;", f"listen 127.0.0.1:{free_port()} ssl;")
     text = re.sub(r"listen \[::\]:\d+( ssl)?;", "", text)
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(text)
-    globals_ = f"pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"
-    result = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(conf), "-g", globals_],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
+    assert nginx_test(text, tmp_path) == ""
 
 
 def _exposed_names() -> set[str]:
