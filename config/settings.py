@@ -16,7 +16,11 @@ SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        hide_input_in_errors=True,  # a bad setting's error must not print a key or password
     )
 
     # Server
@@ -257,6 +261,14 @@ class Settings(BaseSettings):
     @classmethod
     def _records_blank_is_none(cls, value: object) -> object:
         return (value.strip() or None) if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # After parsing, so an error shows the scheme only, never the URL's password.
+        if value is not None:
+            async_database_url(value.get_secret_value(), ".")
+        return value
 
     @property
     def records_database_url(self) -> str:
