@@ -91,9 +91,28 @@ def _serve(args: argparse.Namespace) -> int:
         # 127.0.0.1 by default), so uvicorn's client address and our IP check agree.
         "forwarded_allow_ips": ",".join(settings.trusted_proxies),
     }
+    _share_metrics(getattr(args, "workers", None) or 1)
     # SIGTERM drains the calls first (server.lifecycle hooks uvicorn's signal handler).
     uvicorn.run("server:app", reload=args.reload, **options)
     return 0
+
+
+def _share_metrics(workers: int) -> None:
+    """Several workers on one port: each writes its metrics to PROMETHEUS_MULTIPROC_DIR and
+    any of them answers /metrics with the sum. Set before a worker imports prometheus-client;
+    last run's files are removed, as the master starts before any worker."""
+    if workers <= 1:
+        return
+    import os
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+            prefix="voice-metrics-"
+        )
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 # --- call --------------------------------------------------------------------------

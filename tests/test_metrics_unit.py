@@ -1,0 +1,88 @@
+"""Metrics from call events (pure), and the shared directory for several workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.events import BargeIn, CallEnded, CallStarted, ProviderIssue, TurnTimings
+from server.cli import _share_metrics
+from server.metrics import CallMetrics, label
+
+
+def values(metrics: CallMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_events_become_counters_gauges_and_latency_histograms() -> None:
+    metrics = CallMetrics()
+    metrics.listener(CallStarted(call_id="a", sample_rate=8000, language="en"))
+    metrics.listener(CallStarted(call_id="b", sample_rate=8000, language="en"))
+    metrics.listener(
+        TurnTimings(
+            call_id="a",
+            turn=1,
+            user_text="hi",
+            stt_final_ms=1000,
+            llm_first_token_ms=1250,
+            tts_first_audio_ms=1400,
+            first_audio_sent_ms=1420,
+        )
+    )
+    metrics.listener(TurnTimings(call_id="a", turn=2, user_text="x", outcome="unheard"))
+    metrics.listener(BargeIn(call_id="a", turn=1, heard_text="", words="stop"))
+    metrics.listener(
+        ProviderIssue(
+            call_id="a", provider="Open AI!", message="m", retried=True, category="rate_limited"
+        )
+    )
+    metrics.listener(
+        CallEnded(call_id="a", reason="transfer", detail="", duration_s=9, turns=2, barge_ins=1)
+    )
+    got = values(metrics)
+    assert got[("voice_active_calls", ())] == 1
+    assert got[("voice_calls_started_total", ())] == 2
+    assert got[("voice_calls_ended_total", (("reason", "transfer"),))] == 1
+    assert got[("voice_turns_total", (("outcome", "answered"),))] == 1
+    assert got[("voice_turns_total", (("outcome", "unheard"),))] == 1
+    assert got[("voice_barge_ins_total", ())] == 1
+    errors = ("voice_provider_errors_total", (("kind", "rate_limited"), ("provider", "open_ai_")))
+    assert got[errors] == 1
+    assert got[("voice_provider_retries_total", (("provider", "open_ai_"),))] == 1
+    assert got[("voice_reply_latency_seconds_count", ())] == 1  # the unheard turn has no audio
+    assert got[("voice_reply_latency_seconds_sum", ())] == pytest.approx(0.42)
+    assert got[("voice_reply_latency_seconds_bucket", (("le", "0.4"),))] == 0
+    assert got[("voice_reply_latency_seconds_bucket", (("le", "0.5"),))] == 1
+    assert got[("voice_stt_final_to_llm_first_token_seconds_sum", ())] == pytest.approx(0.25)
+    assert got[("voice_llm_first_token_to_tts_first_audio_seconds_sum", ())] == pytest.approx(0.15)
+
+
+def test_label_values_stay_short_and_plain() -> None:
+    assert label("Deepgram") == "deepgram"
+    assert label("x" * 100) == "x" * 32
+    assert label("") == "unknown"
+
+
+def test_several_workers_share_a_fresh_metrics_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    _share_metrics(1)
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    _share_metrics(2)
+    created = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    assert created.is_dir()
+    created.rmdir()
+    (tmp_path / "counter_123.db").write_bytes(b"old run")
+    (tmp_path / "keep.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    _share_metrics(3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
