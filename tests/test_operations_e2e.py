@@ -53,10 +53,10 @@ async def one_call(url: str, metadata: dict[str, str]) -> None:
 
 
 async def test_a_call_is_recorded_served_by_the_api_and_counted_in_metrics(
-    fakes: FakeProviders, start_server: StartServer
+    fakes: FakeProviders, start_server: StartServer, tmp_path: Path
 ) -> None:
     register_secret(TOKEN)
-    server = await start_server(admin_api_token=TOKEN)
+    server = await start_server(admin_api_token=TOKEN, data_dir=str(tmp_path))
     fakes.deepgram.utterances.append("What time do you open tomorrow?")
     fakes.openai.replies.append(llm.Text("We open at nine tomorrow."))
     await one_call(server.url, METADATA)

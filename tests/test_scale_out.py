@@ -259,6 +259,11 @@ async def test_a_rolling_restart_under_steady_arrivals_loses_no_call(cluster: Cl
         assert await server.wait_exit(40) == 0, server.output()[-3000:]
         server.start()
         await server.wait_ready()
+        # As a deploy must (deploy/README.md): the next process stops only once nginx
+        # sends calls to this one again.
+        async with asyncio.timeout(30):
+            while await active_calls(server) < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
     await asyncio.sleep(2.0)
     stop_arrivals.set()
     await feeder
