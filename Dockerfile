@@ -32,11 +32,14 @@ COPY server ./server
 COPY pipeline ./pipeline
 COPY audio ./audio
 COPY config ./config
+COPY wire ./wire
 COPY kpi ./kpi
+COPY streamnode ./streamnode
 COPY records ./records
 RUN pip install --no-deps --no-build-isolation . \
     && pip uninstall --yes setuptools \
-    && python -c "import server.application, records.store"
+    && python -c "import server.application, records.store" \
+    && voice-agent --help >/dev/null
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
-from config.settings import Settings
+from config.settings import KnowlaritySettings
 from kpi.errors import ConfigError, InputError, KnowlarityError, KnowlarityTransportError
 from kpi.models import (
     MakeCallBody,
@@ -51,7 +51,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def check_admin(settings: Settings, request: Request) -> None:
+def check_admin(settings: KnowlaritySettings, request: Request) -> None:
     """``Authorization: Bearer ADMIN_API_TOKEN`` or an HTTP error (503 while it is unset)."""
     token = settings.admin_api_token
     expected = token.get_secret_value().strip() if token is not None else ""

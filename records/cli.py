@@ -44,7 +44,7 @@ def _store() -> RecordStore:
     from config import get_settings
     from records.store import RecordStore
 
-    return RecordStore(get_settings().records_database_url)
+    return RecordStore(get_settings().records.url)
 
 
 def _upgrade(args: argparse.Namespace) -> int:

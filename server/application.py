@@ -25,7 +25,7 @@ from pipeline.speech_cache import warm_lines
 from records.api import build_router as build_records_router
 from server.metrics import CONTENT_TYPE_LATEST
 from server.operations import Operations, Readiness, start_operations
-from server.providers import build_providers
+from server.providers import build_providers, choose
 from server.security import UrlRedactingFilter
 from server.state import AppState
 from server.voice import handle_call, uvicorn_noise_filter
@@ -35,7 +35,7 @@ log = get_logger("SERVER")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.server.log_level, settings.secrets())
     _tame_uvicorn_logs()
 
     @asynccontextmanager
@@ -44,22 +44,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
-        agent = AgentConfig.from_settings(settings)
+        agent = AgentConfig.from_settings(settings.agent)
+        choices = choose(settings)
+        providers = build_providers(settings, http, choices)
         state = AppState(
-            settings=settings, agent=agent, providers=build_providers(settings, http), http=http
+            settings=settings, agent=agent, providers=providers, http=http, choices=choices
         )
         app.state.voice = state
-        kpi = KpiService(settings, state.registry)
+        kpi = KpiService(settings.knowlarity, state.registry, http=http)
         app.state.kpi = kpi
         await kpi.start()
         readiness = app.state.readiness = Readiness(state)
         ops = app.state.ops = await start_operations(settings, state, kpi, readiness)
-        missing = settings.missing_providers()
-        if missing:
-            log.warning(
-                "Starting without %s: calls will be told the agent is unavailable",
-                ", ".join(missing),
-            )
+        _announce_providers(state)
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
@@ -68,9 +65,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
         state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         _announce_stream_security(settings)
-        if state.lifecycle.install_signal_handlers(settings.drain_seconds):
+        if state.lifecycle.install_signal_handlers(settings.server.drain_seconds):
             log.info(
-                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)", settings.drain_seconds
+                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)",
+                settings.server.drain_seconds,
             )
         try:
             yield
@@ -87,11 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "status": "ok",
             "providers": {
-                "deepgram": settings.stt_configured,
-                "openai": settings.llm_configured,
-                "cartesia": settings.tts_configured,
+                "deepgram": settings.deepgram.configured,
+                "openai": settings.openai.configured,
+                "cartesia": settings.cartesia.configured,
             },
-            "missing": settings.missing_providers(),
+            "stages": {stage: choice.provider for stage, choice in state.choices.items()},
+            "missing": state.missing(),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -105,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness: Readiness = request.app.state.readiness
         calls = state.lifecycle.calls.connections
         status = readiness.status()
-        body = {"status": status, "active_calls": calls, "max_calls": settings.max_calls}
+        body = {"status": status, "active_calls": calls, "max_calls": settings.stream.max_calls}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
@@ -115,14 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_router(get_kpi))
 
     def admin_only(request: Request) -> None:
-        check_admin(settings, request)
+        check_admin(settings.knowlarity, request)
 
     def get_store() -> Any:
         ops: Operations = app.state.ops
         return ops.store
 
     app.include_router(
-        build_records_router(get_store, admin_only, mask_numbers=settings.records_mask_numbers)
+        build_records_router(get_store, admin_only, mask_numbers=settings.records.mask_numbers)
     )
 
     @app.get("/metrics", include_in_schema=False)
@@ -163,11 +162,27 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
+def _announce_providers(state: AppState) -> None:
+    """One line per stage: what runs it and why (never a key)."""
+    for choice in state.choices.values():
+        if choice.provider is None:
+            log.warning("%s: none (%s)", choice.stage.upper(), choice.reason)
+        else:
+            log.info("%s: %s (%s)", choice.stage.upper(), choice.provider, choice.reason)
+    if state.providers.missing():
+        spoken = "hear an apology" if state.providers.tts is not None else "be disconnected"
+        log.warning(
+            "Starting without %s: calls will %s",
+            "/".join(state.providers.missing()),
+            spoken,
+        )
+
+
 def _announce_stream_security(settings: Settings) -> None:
-    if not settings.voice_auth_configured:
+    if not settings.stream.auth_configured:
         log.warning("VOICE_WS_TOKEN is not set: anyone who finds /voice can open a stream")
-    if settings.voice_allowed_ips:
-        log.info("Streams only from %s", ", ".join(settings.voice_allowed_ips))
+    if settings.stream.voice_allowed_ips:
+        log.info("Streams only from %s", ", ".join(settings.stream.voice_allowed_ips))
 
 
 async def _warm(state: AppState) -> None:
@@ -177,12 +192,12 @@ async def _warm(state: AppState) -> None:
     started = time.monotonic()
     cache = state.providers.cache
     try:
-        await cache.warm(tts, state.agent.greeting, state.settings.sample_rate)
+        await cache.warm(tts, state.agent.greeting, state.settings.stream.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:
         state.greeting_warmed.set()
-    rates = sorted({state.settings.sample_rate, 8000, 16000})
+    rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 

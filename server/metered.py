@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
+from pipeline.call.providers import Providers
 from pipeline.providers.base import (
     LanguageModel,
     LLMEvent,
@@ -19,7 +19,6 @@ from pipeline.providers.base import (
     TextToSpeech,
     ToolSpec,
 )
-from pipeline.session import Providers
 
 Count = Callable[[str, str], None]  # (provider name, stage)
 
@@ -33,6 +32,9 @@ class _MeteredSTT:
     def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
         self._count(self.name, "stt")
         return self._inner.stream(sample_rate)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _MeteredLLM:
@@ -48,9 +50,7 @@ class _MeteredLLM:
         return self._inner.stream(messages, tools)
 
     async def aclose(self) -> None:
-        close: Any = getattr(self._inner, "aclose", None)
-        if close is not None:
-            await close()
+        await self._inner.aclose()
 
 
 class _MeteredTTS:
@@ -65,6 +65,9 @@ class _MeteredTTS:
     def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         self._count(self.name, "tts")
         return self._inner.synthesize(text, sample_rate)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def metered(providers: Providers, count: Count) -> Providers:

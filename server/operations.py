@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from config.logs import get_logger
 from config.settings import Settings
 from kpi.service import KpiService
+from pipeline.call_record import CallRecord
 from records.store import RecordStore
 from records.writer import RecordWriter
 from server.metered import metered
 from server.metrics import CallMetrics
-from server.registry import CallRecord
 from server.state import AppState
 from server.tracing import CallTracer, build_tracer
 
@@ -58,13 +58,13 @@ async def start_operations(
     settings: Settings, state: AppState, kpi: KpiService, is_ready: Readiness
 ) -> Operations:
     ops = Operations()
-    if settings.metrics_enabled:
+    if settings.telemetry.metrics_enabled:
         metrics = ops.metrics = CallMetrics()
         metrics.forget_dead_processes()
         state.providers = metered(state.providers, metrics.provider_request)
         state.events.add_listener(metrics.listener)
         ops._tasks.append(asyncio.create_task(_sample(metrics, is_ready), name="metrics-sampler"))
-    if settings.records_enabled:
+    if settings.records.enabled:
         ops.store, ops.records = await _start_records(settings, ops.metrics)
         state.events.add_listener(ops.records.listener)
         kpi.add_match_listener(_cdr_forwarder(ops.records))
@@ -86,7 +86,7 @@ class Readiness:
             return "draining"
         if not state.greeting_warmed.is_set():
             return "warming"  # the first calls would pay a TTS round trip for the greeting
-        if state.lifecycle.calls.connections >= state.settings.max_calls:
+        if state.lifecycle.calls.connections >= state.settings.stream.max_calls:
             return "full"
         return "ready"
 
@@ -97,9 +97,9 @@ class Readiness:
 async def _start_records(
     settings: Settings, metrics: CallMetrics | None
 ) -> tuple[RecordStore, RecordWriter]:
-    store = RecordStore(settings.records_database_url)
+    store = RecordStore(settings.records.url)
     migrate_later = False
-    if settings.records_migrate_on_start:
+    if settings.records.migrate_on_start:
         try:
             async with asyncio.timeout(MIGRATE_TIMEOUT_S):
                 await store.upgrade()
@@ -113,9 +113,9 @@ async def _start_records(
             )
     writer = RecordWriter(
         store,
-        mask_numbers=settings.records_mask_numbers,
-        queue_size=settings.records_queue_size,
-        retention_days=settings.records_retention_days,
+        mask_numbers=settings.records.mask_numbers,
+        queue_size=settings.records.queue_size,
+        retention_days=settings.records.retention_days,
         migrate=migrate_later,
         on_written=None if metrics is None else metrics.records_written.inc,
         on_dropped=None if metrics is None else metrics.records_dropped.inc,

@@ -119,7 +119,7 @@ def _ns(epoch_s: float, at_ms: float) -> int:
 
 def build_tracer(settings: Settings) -> CallTracer | None:
     """A tracer exporting OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, or None when unset."""
-    endpoint = settings.otel_exporter_otlp_endpoint
+    endpoint = settings.telemetry.otlp_endpoint
     if not endpoint:
         return None
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -71,18 +70,15 @@ def test_label_values_stay_short_and_plain() -> None:
     assert label("") == "unknown"
 
 
-def test_several_workers_share_a_fresh_metrics_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    _share_metrics(1)
-    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    _share_metrics(2)
-    created = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+def test_several_workers_share_a_fresh_metrics_directory(tmp_path: Path) -> None:
+    environ: dict[str, str] = {}
+    _share_metrics(1, environ)
+    assert environ == {}
+    _share_metrics(2, environ)
+    created = Path(environ["PROMETHEUS_MULTIPROC_DIR"])
     assert created.is_dir()
     created.rmdir()
     (tmp_path / "counter_123.db").write_bytes(b"old run")
     (tmp_path / "keep.txt").write_text("not ours")
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    _share_metrics(3)
+    _share_metrics(3, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -14,7 +14,7 @@ from audio.wav import read_wav_file
 from kpi.models import CdrEvent
 from kpi.service import KpiService
 from server.operations import Operations
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
 from tests.caller import CallerLine, wait_until_quiet
 from tests.conftest import FIXTURES, StartServeProcess, StartServer, register_secret

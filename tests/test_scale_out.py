@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from audio.wav import read_wav_file
 from records.store import RecordStore
-from server.simulator import CallerLine, StreamNodeClient
+from streamnode.caller_line import CallerLine
+from streamnode.client import StreamNodeClient
 from tests.caller import wait_until_quiet
 from tests.cluster import (
     Cluster,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from server.application import create_app
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import DEFAULT_KEYS, AppServer, FakeProviders
 from tests.conftest import StartServer, make_settings
 

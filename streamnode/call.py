@@ -1,6 +1,6 @@
 """A whole simulated call and its report: what ``voice-agent call`` runs.
 
-Streams a caller WAV through :class:`server.simulator.StreamNodeClient`, finds where the
+Streams a caller WAV through :class:`streamnode.client.StreamNodeClient`, finds where the
 caller stopped speaking, and measures the greeting latency and each reply's latency.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from audio.wav import pcm_to_wav, read_wav_file
 from config.settings import SUPPORTED_SAMPLE_RATES
-from server.simulator import (
+from streamnode.client import (
     DEFAULT_SAMPLE_RATE,
     EVENT_KINDS,
     ReceivedEvent,
