@@ -61,10 +61,12 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=2)"]
 
-# uvloop and httptools come with uvicorn[standard]; one process per container, scale out
-# (deploy/). `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the
-# WebSocket layer and TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then
-# exits 0: give the container a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t,
-# stop_grace_period, terminationGracePeriodSeconds). Migrations run at start-up.
+# uvloop and httptools come with uvicorn[standard]. `voice-agent serve` runs one worker per
+# CPU core it may use (SO_REUSEPORT); under a CPU quota (--cpus, k8s limits) set WORKERS to it
+# (deploy/ runs one process per container and scales out with containers: WORKERS=1).
+# `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the WebSocket layer and
+# TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then exits 0: give the container
+# a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t, stop_grace_period,
+# terminationGracePeriodSeconds). Call-record migrations run at start-up.
 STOPSIGNAL SIGTERM
 CMD ["voice-agent", "serve"]

@@ -28,9 +28,27 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--label", default="")
         sp.add_argument("--server-root", default="", help="serve from another source tree")
         sp.add_argument("--nice", type=int, default=0, help="niceness of the three processes")
+        sp.add_argument("--workers", type=int, default=1, help="voice-agent serve --workers N")
+        sp.add_argument(
+            "--env",
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="a server setting, e.g. CARTESIA_TRANSPORT=websocket (repeatable)",
+        )
     sub.add_parser("report", help="rewrite docs/PERFORMANCE.md tables and the plot")
     sub.add_parser("rejoin", help="recompute every result's figures from its saved logs")
     return p
+
+
+def _env_pairs(items: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants K=V, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
 
 
 def _brief(result: dict[str, object]) -> str:
@@ -53,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path.name, "rejoined" if rejoin(path) else "no logs")
         return 0
     fast = not args.asyncio
+    extra = {"workers": args.workers, "server_env": _env_pairs(args.env)}
     if args.command == "smoke":
         cfgs = [
             RunConfig(
@@ -65,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 barge_every=2,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
         ]
     elif args.command == "soak":
@@ -79,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
         ]
     else:
@@ -93,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile_s=args.profile,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
             for n in (int(x) for x in args.calls.split(","))
         ]

@@ -99,6 +99,25 @@ class ServerSettings(_Group):
     )
     # SIGTERM: let calls finish this long (server/lifecycle.py).
     drain_seconds: float = Field(30.0, ge=0, le=3600, validation_alias=_env("DRAIN_SECONDS"))
+    # `voice-agent serve` processes on one port (SO_REUSEPORT); 0 = one per usable CPU core.
+    workers: int = Field(0, ge=0, le=256, validation_alias=_env("WORKERS"))
+    # Keep-alive connections to the LLM and TTS opened at start-up and re-used every
+    # WARM_INTERVAL_S so the first turn (and a turn after a pause) finds them open; 0 = off.
+    warm_connections: int = Field(2, ge=0, le=64, validation_alias=_env("WARM_CONNECTIONS"))
+    warm_interval_s: float = Field(15.0, gt=0, le=600, validation_alias=_env("WARM_INTERVAL_S"))
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # the cores this process may run on
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+
+    @property
+    def http_keepalive_s(self) -> float:
+        """How long an idle pooled connection is kept: past the next warm-up when warming."""
+        return self.warm_interval_s * 2 + 5 if self.warm_connections else 5.0
 
 
 class StreamSettings(_Group):
@@ -224,6 +243,14 @@ class CartesiaSettings(_Group):
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
     first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
     idle_timeout_s: float = Field(2.0, gt=0, le=60)
+    # "sse": an HTTP request per sentence; "websocket": one socket per process, one
+    # context per reply, the reply's text pushed into it as the LLM writes it.
+    transport: Literal["sse", "websocket"] = "sse"
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("voice_id", mode="before")
     @classmethod
@@ -264,6 +291,8 @@ class AgentSettings(_Group):
     # A turn retries failed providers until this long after the caller stopped.
     turn_deadline_s: float = Field(2.5, gt=0, le=30, validation_alias=_env("TURN_DEADLINE_S"))
     max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
+    # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
+    first_clause_chars: int = Field(0, ge=0, le=1000, validation_alias=_env("FIRST_CLAUSE_CHARS"))
 
     @field_validator("transfer_number", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ previous one ends (or when it arrives, if the queue ran dry).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ class SpokenSpan:
     start: float = 0.0  # monotonic time its first sample plays
     end: float = 0.0  # monotonic time its last sample ends
     complete: bool = False  # all of its audio was sent
+    # End of each word (s from the span's first audio) when the TTS reports it; the list
+    # grows as the audio comes. None: the heard part is estimated from the audio played.
+    word_ends: list[float] | None = None
 
     def heard_fraction(self, at: float) -> float:
         if at >= self.end and self.complete:
@@ -45,7 +49,10 @@ def heard_text(spans: list[SpokenSpan], at: float) -> str:
         if fraction >= 1.0:
             words.extend(span_words)
             continue
-        cut = int(len(span_words) * fraction)
+        if span.word_ends is not None:
+            cut = bisect.bisect_right(span.word_ends, at - span.start)
+        else:
+            cut = int(len(span_words) * fraction)
         words.extend(span_words[:cut])
         break
     return " ".join(words)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from kpi.routes import build_router, check_admin
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.providers.base import ProviderError
+from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from records.api import build_router as build_records_router
 from server.metrics import CONTENT_TYPE_LATEST
@@ -29,6 +31,7 @@ from server.providers import build_providers, choose
 from server.security import UrlRedactingFilter
 from server.state import AppState
 from server.voice import handle_call, uvicorn_noise_filter
+from server.workers import worker_index
 
 log = get_logger("SERVER")
 
@@ -41,7 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+            limits=httpx.Limits(
+                max_connections=1000,
+                max_keepalive_connections=200,
+                keepalive_expiry=settings.server.http_keepalive_s,
+            ),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         agent = AgentConfig.from_settings(settings.agent)
@@ -64,7 +71,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.greeting_warmed.set()  # nothing to warm: ready at once
         lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
         state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
+        if settings.server.warm_connections:
+            warm = keep_warm(
+                (state.providers.llm, state.providers.tts),
+                settings.server.warm_connections,
+                settings.server.warm_interval_s,
+                on_first=state.connections_warmed.set,
+            )
+            state.spawn(warm, name="keep-warm")
+        else:
+            state.connections_warmed.set()
         _announce_stream_security(settings)
+        if worker_index() is not None:
+            # A worker's socket listens only after this: warm before any call lands here.
+            await _wait_warm(state)
         if state.lifecycle.install_signal_handlers(settings.server.drain_seconds):
             log.info(
                 "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)",
@@ -95,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
             "loop_lag_ms": _lag_summary(state.loop_lag_ms),
+            "worker": worker_index(),
+            "pid": os.getpid(),
         }
 
     @app.get("/ready")
@@ -104,7 +126,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness: Readiness = request.app.state.readiness
         calls = state.lifecycle.calls.connections
         status = readiness.status()
-        body = {"status": status, "active_calls": calls, "max_calls": settings.stream.max_calls}
+        body = {
+            "status": status,
+            "active_calls": calls,
+            "max_calls": settings.stream.max_calls,
+            "worker": worker_index(),
+            "pid": os.getpid(),
+        }
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
@@ -200,6 +228,20 @@ async def _warm(state: AppState) -> None:
     rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
+
+
+WORKER_WARM_LIMIT_S = 20.0
+
+
+async def _wait_warm(state: AppState) -> None:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(WORKER_WARM_LIMIT_S):
+            await state.greeting_warmed.wait()
+            await state.connections_warmed.wait()
+    except TimeoutError:
+        log.error("Not warm after %.0f s; serving anyway", WORKER_WARM_LIMIT_S)
+    log.info("Worker %s warm in %.0f ms", worker_index(), (time.monotonic() - started) * 1000)
 
 
 @lru_cache(maxsize=1)

@@ -57,6 +57,12 @@ def _add_serve(sub: SubParsers) -> None:
     p.add_argument("--port", type=int, help="port (default: PORT, else 8000)")
     p.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     p.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the one port (default: WORKERS, else the CPU cores this "
+        "process may use); each takes its share of MAX_CALLS",
+    )
+    p.add_argument(
         "--access-log",
         action="store_true",
         help="log every HTTP request (off by default; /voice token paths are redacted)",
@@ -88,7 +94,18 @@ def _serve(args: argparse.Namespace) -> int:
         # 127.0.0.1 by default), so uvicorn's client address and our IP check agree.
         "forwarded_allow_ips": ",".join(settings.stream.trusted_proxies),
     }
-    _share_metrics(getattr(args, "workers", None) or 1)
+    workers = 1 if args.reload else (args.workers or settings.server.worker_count())
+    if workers < 1:
+        print(f"error: --workers must be at least 1, got {workers}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        from config.logs import setup_logging
+        from server.workers import serve_workers
+
+        setup_logging(settings.server.log_level, settings.secrets())
+        _share_metrics(workers)  # inherited by the workers: /metrics sums them all
+        limit, drain_s = settings.stream.max_calls, settings.server.drain_seconds
+        return serve_workers(workers, options, max_calls=limit, drain_s=drain_s)
     # SIGTERM drains the calls first (server.lifecycle hooks uvicorn's signal handler).
     uvicorn.run("server:app", reload=args.reload, **options)
     return 0

@@ -25,7 +25,7 @@ from server.tracing import CallTracer, build_tracer
 log = get_logger("SERVER")
 
 MIGRATE_TIMEOUT_S = 20.0
-SAMPLE_EVERY_S = 5.0
+SAMPLE_EVERY_S = 1.0  # readiness, CPU, RSS of this process: fresh for every scrape
 FLUSH_TIMEOUT_S = 5.0
 
 
@@ -84,7 +84,7 @@ class Readiness:
         state = self._state
         if state.lifecycle.draining:
             return "draining"
-        if not state.greeting_warmed.is_set():
+        if not (state.greeting_warmed.is_set() and state.connections_warmed.is_set()):
             return "warming"  # the first calls would pay a TTS round trip for the greeting
         if state.lifecycle.calls.connections >= state.settings.stream.max_calls:
             return "full"

@@ -24,6 +24,7 @@ from config.settings import Settings
 from pipeline.call.providers import Providers
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
+from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
@@ -110,7 +111,9 @@ def build_providers(
         llm = build_llm(settings)
     elif choices["llm"].provider == "local":
         llm = LOCAL_PROVIDERS["llm"](settings)
-    if choices["tts"].provider == "cartesia":
+    if choices["tts"].provider == "cartesia" and settings.cartesia.transport == "websocket":
+        tts = CartesiaWebSocketTTS(settings.cartesia)
+    elif choices["tts"].provider == "cartesia":
         tts = CartesiaTTS(settings.cartesia, http=http)
     elif choices["tts"].provider == "local":
         tts = LOCAL_PROVIDERS["tts"](settings)
@@ -121,8 +124,11 @@ def build_providers(
 
 def build_llm(settings: Settings) -> LanguageModel:
     """The primary OpenAI-compatible model, wrapped with the fallback endpoint if set."""
-    primary = OpenAILLM(settings.openai)
+    keepalive_s = settings.server.http_keepalive_s
+    primary = OpenAILLM(settings.openai, keepalive_s=keepalive_s)
     fallback = settings.openai.fallback()
     if fallback is None:
         return primary
-    return FailoverLLM(primary, OpenAILLM(fallback, name="openai-fallback"))
+    return FailoverLLM(
+        primary, OpenAILLM(fallback, name="openai-fallback", keepalive_s=keepalive_s)
+    )

@@ -32,6 +32,7 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
+    connections_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # ... and on it
     # Event-loop lag samples (ms), the last minute: what every call's callbacks wait.
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)

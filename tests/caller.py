@@ -66,6 +66,7 @@ SESSION_TASKS = {
     "goodbye",
     "think",
     "voice",
+    "tts-feed",
     "deepgram-stream",
     "deepgram-send",
     "deepgram-recv",

@@ -228,7 +228,7 @@ async def start_serve_process(
     processes: list[ServeProcess] = []
     logs: list[IO[bytes]] = []
 
-    async def start(**env_overrides: str) -> ServeProcess:
+    async def start(workers: int = 1, **env_overrides: str) -> ServeProcess:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
         env.update(fakes.env())
@@ -238,7 +238,7 @@ async def start_serve_process(
         logs.append(log_file)
         proc = await asyncio.create_subprocess_exec(
             str(VOICE_AGENT),
-            *("serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
             env=env,
             cwd=tmp_path,  # no developer .env file is read
             stdout=log_file,

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audio.wav import read_wav_file
 from kpi.models import CdrEvent
 from kpi.service import KpiService
+from records.store import RecordStore
 from server.operations import Operations
 from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
@@ -152,7 +153,8 @@ async def test_worker_processes_sharing_a_metrics_directory_report_their_sum(
     """PROMETHEUS_MULTIPROC_DIR: what workers behind one port (--workers) rely on."""
     shared = tmp_path / "prom"
     shared.mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared), "RECORDS_ENABLED": "false"}
+    # Two single-process servers stand in for two workers sharing the directory.
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(shared), "RECORDS_ENABLED": "false", "WORKERS": "1"}
     first = await start_serve_process(**env)
     second = await start_serve_process(**env)
     for n, proc in enumerate((first, second)):
@@ -175,3 +177,37 @@ async def test_worker_processes_sharing_a_metrics_directory_report_their_sum(
         got = samples((await http.get(f"{third.http_url}/metrics")).text)
     assert got[("voice_ready", ())] == 2
     assert got[("voice_calls_started_total", ())] == 2  # counters survive the worker
+
+
+async def test_serve_with_two_workers_sums_metrics_and_shares_the_records_file(
+    fakes: FakeProviders, start_serve_process: StartServeProcess, tmp_path: Path
+) -> None:
+    """``voice-agent serve --workers 2`` makes the shared metrics directory itself; both
+    workers write one SQLite records file; any worker's /metrics counts every call."""
+    server = await start_serve_process(workers=2, DATA_DIR=str(tmp_path / "data"))
+    store = RecordStore(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'records.db'}")
+    servers: set[str] = set()
+    calls = 0
+    try:
+        async with asyncio.timeout(120):
+            # The kernel picks a worker per connection: call until both have served one.
+            while len(servers) < 2:
+                calls += 1
+                call_id = f"workers-{calls}"
+                async with StreamNodeClient(sample_rate=16000, keep_audio=False) as node:
+                    await node.connect(server.url)
+                    await node.send_metadata({"callid": call_id})
+                    await node.wait_for("playAudio", timeout=10)
+                while (record := await store.get(call_id)) is None or record.active:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                servers.add(record.server)
+    finally:
+        await store.aclose()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(4):  # whichever worker answers, it counts every call
+            got = samples((await http.get(f"{server.http_url}/metrics")).text)
+            assert got[("voice_calls_started_total", ())] == calls
+        async with asyncio.timeout(20):  # each worker samples its readiness every second
+            while got[("voice_ready", ())] != 2:
+                await asyncio.sleep(0.2)
+                got = samples((await http.get(f"{server.http_url}/metrics")).text)

@@ -61,6 +61,7 @@ def cluster(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     "DATABASE_URL": postgres.url(database, driver="postgresql"),
                     "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                     "DRAIN_SECONDS": DRAIN_SECONDS,
+                    "WORKERS": "1",  # one process per slot, as deploy/ runs them
                     "GREETING": "Hi there.",
                     "TRUSTED_PROXIES": "127.0.0.1/32",
                     "VOICE_ALLOWED_IPS": "127.0.0.1/32",

@@ -84,6 +84,7 @@ class CallSession:
                 deadline_s=config.turn_deadline_s,
                 feed=self.feed,
                 clock=clock,
+                first_clause_chars=config.first_clause_chars,
             )
             if self._speaker is not None and providers.llm is not None
             else None
