@@ -1,19 +1,25 @@
 """Provider requests, counted: thin wrappers that tell the metrics each time a call opens an
 STT stream, asks the LLM, or asks the TTS for audio (cached lines ask nothing).
 
-They implement the same small provider protocols, so the session cannot tell them apart.
+They implement the same provider protocols and hand every other attribute (``warm``,
+``aclose``, ...) to the provider itself, so neither the session nor the optional
+capabilities checked with ``isinstance`` (``Warmable``, ``ContextTextToSpeech``) can tell
+them apart. A TTS gets a ``context`` method only if it has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from pipeline.call.providers import Providers
 from pipeline.providers.base import (
+    ContextTextToSpeech,
     LanguageModel,
     LLMEvent,
     Message,
+    SpeechContext,
     SpeechToText,
     STTStream,
     TextToSpeech,
@@ -23,58 +29,66 @@ from pipeline.providers.base import (
 Count = Callable[[str, str], None]  # (provider name, stage)
 
 
-class _MeteredSTT:
-    def __init__(self, inner: SpeechToText, count: Count) -> None:
+class _Metered:
+    def __init__(self, inner: Any, count: Count) -> None:
         self._inner = inner
         self._count = count
-        self.name = inner.name
+        self.name: str = inner.name
 
-    def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
-        self._count(self.name, "stt")
-        return self._inner.stream(sample_rate)
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._inner, attribute)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
 
-class _MeteredLLM:
-    def __init__(self, inner: LanguageModel, count: Count) -> None:
-        self._inner = inner
-        self._count = count
-        self.name = inner.name
+class _MeteredSTT(_Metered):
+    def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
+        self._count(self.name, "stt")
+        stream: AbstractAsyncContextManager[STTStream] = self._inner.stream(sample_rate)
+        return stream
 
+
+class _MeteredLLM(_Metered):
     def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncIterator[LLMEvent]:
         self._count(self.name, "llm")
-        return self._inner.stream(messages, tools)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        events: AsyncIterator[LLMEvent] = self._inner.stream(messages, tools)
+        return events
 
 
-class _MeteredTTS:
-    def __init__(self, inner: TextToSpeech, count: Count) -> None:
-        self._inner = inner
-        self._count = count
-        self.name = inner.name
-
+class _MeteredTTS(_Metered):
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
-        return self._inner.cache_key(text, sample_rate)
+        key: tuple[str, ...] = self._inner.cache_key(text, sample_rate)
+        return key
 
     def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         self._count(self.name, "tts")
-        return self._inner.synthesize(text, sample_rate)
+        audio: AsyncIterator[bytes] = self._inner.synthesize(text, sample_rate)
+        return audio
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+
+class _MeteredContextTTS(_MeteredTTS):
+    def context(self, sample_rate: int) -> AbstractAsyncContextManager[SpeechContext]:
+        self._count(self.name, "tts")  # one reply, voiced as one context
+        context: AbstractAsyncContextManager[SpeechContext] = self._inner.context(sample_rate)
+        return context
+
+
+def _tts(inner: TextToSpeech, count: Count) -> TextToSpeech:
+    if isinstance(inner, ContextTextToSpeech):
+        return _MeteredContextTTS(inner, count)
+    return _MeteredTTS(inner, count)
 
 
 def metered(providers: Providers, count: Count) -> Providers:
     """The same providers (and speech cache), each request counted."""
+    stt: SpeechToText | None = None if providers.stt is None else _MeteredSTT(providers.stt, count)
+    llm: LanguageModel | None = None if providers.llm is None else _MeteredLLM(providers.llm, count)
     return Providers(
-        stt=None if providers.stt is None else _MeteredSTT(providers.stt, count),
-        llm=None if providers.llm is None else _MeteredLLM(providers.llm, count),
-        tts=None if providers.tts is None else _MeteredTTS(providers.tts, count),
+        stt=stt,
+        llm=llm,
+        tts=None if providers.tts is None else _tts(providers.tts, count),
         cache=providers.cache,
     )

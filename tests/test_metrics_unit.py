@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.call.providers import Providers
 from pipeline.events import BargeIn, CallEnded, CallStarted, ProviderIssue, TurnTimings
+from pipeline.providers.base import ContextTextToSpeech, SpeechContext
+from pipeline.providers.warm import Warmable
 from server.cli import _share_metrics
+from server.metered import metered
 from server.metrics import CallMetrics, label
 
 
@@ -82,3 +88,47 @@ def test_several_workers_share_a_fresh_metrics_directory(tmp_path: Path) -> None
     (tmp_path / "keep.txt").write_text("not ours")
     _share_metrics(3, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+class _PlainTTS:
+    name = "plain"
+
+    def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
+        return (text, str(sample_rate))
+
+    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        yield b"\x00\x00"
+
+    async def aclose(self) -> None:
+        return None
+
+    async def warm(self, connections: int) -> int:
+        return connections
+
+
+class _ContextTTS(_PlainTTS):
+    name = "ctx"
+
+    def context(self, sample_rate: int) -> AbstractAsyncContextManager[SpeechContext]:
+        raise AssertionError("not opened in this test")
+
+
+async def test_counting_wrappers_keep_every_capability_of_the_provider() -> None:
+    counted: list[tuple[str, str]] = []
+
+    def count(provider: str, stage: str) -> None:
+        counted.append((provider, stage))
+
+    plain = metered(Providers(stt=None, llm=None, tts=_PlainTTS()), count).tts
+    assert plain is not None
+    warmable: object = plain
+    assert isinstance(warmable, Warmable) and await warmable.warm(2) == 2  # handed through
+    capable: object = plain
+    assert not isinstance(capable, ContextTextToSpeech)  # no capability it lacks
+    assert [chunk async for chunk in plain.synthesize("hi", 8000)] == [b"\x00\x00"]
+    assert plain.cache_key("hi", 8000) == ("hi", "8000") and plain.name == "plain"
+    rich = metered(Providers(stt=None, llm=None, tts=_ContextTTS()), count).tts
+    assert isinstance(rich, ContextTextToSpeech)
+    with pytest.raises(AssertionError, match="not opened"):
+        rich.context(8000)
+    assert counted == [("plain", "tts"), ("ctx", "tts")]
