@@ -65,8 +65,9 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
 # CPU core it may use (SO_REUSEPORT); under a CPU quota (--cpus, k8s limits) set WORKERS to it
 # (deploy/ runs one process per container and scales out with containers: WORKERS=1).
 # `voice-agent serve` (not bare uvicorn) applies MAX_FRAME_BYTES in the WebSocket layer and
-# TRUSTED_PROXIES to X-Forwarded-For. SIGTERM drains calls, then exits 0: give the container
-# a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t, stop_grace_period,
-# terminationGracePeriodSeconds). Call-record migrations run at start-up.
+# TRUSTED_PROXIES to X-Forwarded-For. HOST=0.0.0.0 needs VOICE_WS_TOKEN (or VOICE_ALLOWED_IPS):
+# without it the container exits at once with a one-line explanation. SIGTERM drains calls,
+# then exits 0: give the container a stop timeout above DRAIN_SECONDS + 20 s (docker stop -t,
+# stop_grace_period, terminationGracePeriodSeconds). Call-record migrations run at start-up.
 STOPSIGNAL SIGTERM
 CMD ["voice-agent", "serve"]

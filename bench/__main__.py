@@ -36,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
             metavar="K=V",
             help="a server setting, e.g. CARTESIA_TRANSPORT=websocket (repeatable)",
         )
+    abuse = sub.add_parser("abuse", help="honest calls during an abuse run (docs/reliability.md)")
+    abuse.add_argument("--idle", type=int, default=500, help="idle sockets")
+    abuse.add_argument("--bad-per-s", type=float, default=200.0, help="bad-token handshakes/s")
+    abuse.add_argument("--post-mib", type=int, default=100, help="size of the huge POST")
+    abuse.add_argument("--fast", type=int, default=20, help="callers streaming too fast")
     sub.add_parser("report", help="rewrite docs/PERFORMANCE.md tables and the plot")
     sub.add_parser("rejoin", help="recompute every result's figures from its saved logs")
     return p
@@ -63,6 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .report import write_report
 
         write_report()
+        return 0
+    if args.command == "abuse":
+        from .abuse import AbuseConfig, markdown, run_abuse
+
+        result = run_abuse(
+            AbuseConfig(
+                idle=args.idle, bad_per_s=args.bad_per_s, post_mib=args.post_mib, fast=args.fast
+            )
+        )
+        print(markdown(result))
+        print(f"(bench/results/{result['name']}.json)")
         return 0
     if args.command == "rejoin":
         from .run import RESULTS, rejoin

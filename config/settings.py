@@ -9,8 +9,11 @@ in code each lives in its group, under its name without the group's prefix::
     settings.knowlarity.sr_api_key   KNOWLARITY_SR_API_KEY  (.admin_api_token: ADMIN_API_TOKEN)
     settings.agent.greeting          GREETING     (groups without a prefix keep the whole name)
     settings.stream.max_calls        MAX_CALLS    (/voice: rate, chunks, security, limits)
+    settings.stream.ip_max_pending   VOICE_IP_MAX_PENDING  (names that differ say so)
     settings.server.host             HOST         (the process: host, port, logs, drain)
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
+    settings.turn.playout_lead_ms    PLAYOUT_LEAD_MS  (barge-in, backchannels, pacing, VAD)
+    settings.hindi.greeting          GREETING_HI  (the ?lang=hi profile)
     settings.records.retention_days  RECORDS_RETENTION_DAYS (.database_url: DATABASE_URL)
     settings.telemetry.otlp_endpoint OTEL_EXPORTER_OTLP_ENDPOINT (.metrics_enabled)
 
@@ -35,6 +38,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,6 +53,8 @@ from pydantic_settings import (
 from config.dburl import async_database_url, url_password
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
+MIN_SECRET_CHARS = 8  # provider and Knowlarity keys
 
 
 def _env(name: str) -> Any:
@@ -62,6 +68,22 @@ def present(value: SecretStr | None) -> bool:
 
 def _none_if_blank(value: object) -> object:
     return (value.strip() or None) if isinstance(value, str) else value
+
+
+def _long_enough(value: SecretStr | None, name: str, minimum: int, kind: str) -> SecretStr | None:
+    """Refuse a secret too short to be real: a placeholder, and one that could not be masked
+    in logs without mangling every line that happens to contain it."""
+    text = value.get_secret_value().strip() if value is not None else ""
+    if text and len(text) < minimum:
+        hint = (
+            ': python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            if kind == "token"
+            else ""
+        )
+        raise ValueError(
+            f"{name} is {len(text)} characters: too short to be a {kind} (at least {minimum}){hint}"
+        )
+    return value
 
 
 class _Group(BaseModel):
@@ -92,13 +114,18 @@ def _env_name(prefix: str, field_name: str, info: FieldInfo) -> str:
 
 
 class ServerSettings(_Group):
-    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    # Loopback by default: a public address needs stream authentication (StreamSettings).
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
     port: int = Field(8000, validation_alias=_env("PORT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
     # SIGTERM: let calls finish this long (server/lifecycle.py).
     drain_seconds: float = Field(30.0, ge=0, le=3600, validation_alias=_env("DRAIN_SECONDS"))
+    # Largest HTTP request body; larger gets 413 before it is read (server/body_limit.py).
+    api_max_body_bytes: int = Field(
+        65_536, ge=1024, le=16 * 1_048_576, validation_alias=_env("API_MAX_BODY_BYTES")
+    )
     # `voice-agent serve` processes on one port (SO_REUSEPORT); 0 = one per usable CPU core.
     workers: int = Field(0, ge=0, le=256, validation_alias=_env("WORKERS"))
     # Keep-alive connections to the LLM and TTS opened at start-up and re-used every
@@ -124,8 +151,11 @@ class StreamSettings(_Group):
     """The Stream Node's ``/voice`` stream: audio format, security and limits.
 
     The Stream Node can only be given a wss-url, so the shared secret travels in it:
-    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
+    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). With neither it nor
+    VOICE_ALLOWED_IPS (and VOICE_AUTH=auto), a public bind refuses to start and only local
+    handshakes are served (server/exposure.py); VOICE_AUTH=none opens /voice on purpose.
     X-Forwarded-For is believed only from TRUSTED_PROXIES (e.g. 127.0.0.1/32 for ngrok).
+    The per-address limits (server/limits.py) exempt VOICE_ALLOWED_IPS.
     """
 
     sample_rate: int = Field(16000, validation_alias=_env("SAMPLE_RATE"))
@@ -137,9 +167,37 @@ class StreamSettings(_Group):
     max_frame_bytes: int = Field(
         1_048_576, ge=1024, le=64 * 1_048_576, validation_alias=_env("MAX_FRAME_BYTES")
     )
+    # Four short fields: capped hard (wire/knowlarity.py never reads more than 8 KiB).
     max_metadata_bytes: int = Field(
-        8192, ge=256, le=1_048_576, validation_alias=_env("MAX_METADATA_BYTES")
+        4096, ge=256, le=8192, validation_alias=_env("MAX_METADATA_BYTES")
     )
+    voice_auth: Literal["auto", "none"] = Field("auto", validation_alias=_env("VOICE_AUTH"))
+    ip_handshakes_per_s: float = Field(
+        20.0, gt=0, le=100_000, validation_alias=_env("VOICE_IP_HANDSHAKES_PER_S")
+    )
+    ip_handshake_burst: int = Field(
+        100, ge=1, le=1_000_000, validation_alias=_env("VOICE_IP_HANDSHAKE_BURST")
+    )
+    ip_max_pending: int = Field(32, ge=1, le=100_000, validation_alias=_env("VOICE_IP_MAX_PENDING"))
+    # Strikes (wrong token, refused address, a stream that sent nothing) before a ban.
+    ip_auth_failures_per_min: int = Field(
+        20, ge=1, le=100_000, validation_alias=_env("VOICE_IP_AUTH_FAILURES_PER_MIN")
+    )
+    ip_ban_s: float = Field(300.0, ge=1, le=86_400, validation_alias=_env("VOICE_IP_BAN_S"))
+    # Caller audio beyond real time is dropped; this much may arrive early (jitter).
+    inbound_audio_burst_s: float = Field(
+        2.0, ge=0.2, le=60, validation_alias=_env("INBOUND_AUDIO_BURST_S")
+    )
+
+    @field_validator("voice_auth", mode="before")
+    @classmethod
+    def _voice_auth_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("voice_ws_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "VOICE_WS_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @field_validator("sample_rate")
     @classmethod
@@ -178,6 +236,11 @@ class DeepgramSettings(_Group):
     stall_timeout_s: float = Field(1.5, gt=0, le=60)
     max_outage_s: float = Field(10.0, gt=0, le=600)
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "DEEPGRAM_API_KEY", MIN_SECRET_CHARS, "key")
+
     @property
     def configured(self) -> bool:
         return present(self.api_key)
@@ -208,6 +271,12 @@ class OpenAISettings(_Group):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+    @field_validator("api_key", "fallback_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"OPENAI_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
 
     @property
     def configured(self) -> bool:
@@ -257,6 +326,11 @@ class CartesiaSettings(_Group):
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "CARTESIA_API_KEY", MIN_SECRET_CHARS, "key")
+
     @property
     def configured(self) -> bool:
         return present(self.api_key) and bool(self.voice_id)
@@ -298,6 +372,77 @@ class AgentSettings(_Group):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+
+class TurnTakingSettings(_Group):
+    """Two-stage barge-in, backchannels, just-in-time playout, preemptive reply and the
+    local VAD (docs/turn-taking.md)."""
+
+    barge_in_window_ms: int = Field(
+        400, ge=50, le=5000, validation_alias=_env("BARGE_IN_WINDOW_MS")
+    )
+    barge_in_max_backchannel_ms: int = Field(
+        1200, ge=50, le=10_000, validation_alias=_env("BARGE_IN_MAX_BACKCHANNEL_MS")
+    )
+    backchannel_phrases: str = Field("", validation_alias=_env("BACKCHANNEL_PHRASES"))
+    backchannel_max_words: int = Field(
+        4, ge=1, le=20, validation_alias=_env("BACKCHANNEL_MAX_WORDS")
+    )
+    backchannel_hold_s: float = Field(4.0, ge=0, le=60, validation_alias=_env("BACKCHANNEL_HOLD_S"))
+    playout_lead_ms: int = Field(400, ge=100, le=5000, validation_alias=_env("PLAYOUT_LEAD_MS"))
+    playout_start_ms: int = Field(200, ge=0, le=5000, validation_alias=_env("PLAYOUT_START_MS"))
+    preemptive_reply: bool = Field(True, validation_alias=_env("PREEMPTIVE_REPLY"))
+    preemptive_quiet_ms: int = Field(
+        150, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS")
+    )
+    local_vad: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("LOCAL_VAD"))
+    vad_start_ms: int = Field(96, ge=32, le=2000, validation_alias=_env("VAD_START_MS"))
+    vad_end_ms: int = Field(256, ge=32, le=5000, validation_alias=_env("VAD_END_MS"))
+
+    @field_validator("local_vad", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """BACKCHANNEL_PHRASES as a list (empty: the built-in English and Hindi list)."""
+        return tuple(p.strip() for p in self.backchannel_phrases.split(",") if p.strip())
+
+
+class HindiSettings(_Group):
+    """The Hindi (or Hinglish) profile a call gets with ``/voice?lang=hi``. Unset lines
+    and prompt use the built-in Hindi ones; an unset voice uses CARTESIA_VOICE_ID."""
+
+    default_language: Literal["en", "hi"] = Field("en", validation_alias=_env("DEFAULT_LANGUAGE"))
+    deepgram_language: str = Field("hi", validation_alias=_env("DEEPGRAM_LANGUAGE_HI"))
+    cartesia_language: str = Field("hi", validation_alias=_env("CARTESIA_LANGUAGE_HI"))
+    cartesia_voice_id: str | None = Field(None, validation_alias=_env("CARTESIA_VOICE_ID_HI"))
+    greeting: str | None = Field(None, validation_alias=_env("GREETING_HI"))
+    system_prompt: str | None = Field(None, validation_alias=_env("SYSTEM_PROMPT_HI"))
+    fallback_line: str | None = Field(None, validation_alias=_env("FALLBACK_LINE_HI"))
+    goodbye_line: str | None = Field(None, validation_alias=_env("GOODBYE_LINE_HI"))
+    transfer_line: str | None = Field(None, validation_alias=_env("TRANSFER_LINE_HI"))
+    unavailable_line: str | None = Field(None, validation_alias=_env("UNAVAILABLE_LINE_HI"))
+
+    @field_validator(
+        "cartesia_voice_id",
+        "greeting",
+        "system_prompt",
+        "fallback_line",
+        "goodbye_line",
+        "transfer_line",
+        "unavailable_line",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 Channel = Literal["Basic", "Advance", "Premium", "Enterprise"]
@@ -346,6 +491,17 @@ class KnowlaritySettings(_Group):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("api_key", "sr_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"KNOWLARITY_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
+
+    @field_validator("admin_api_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "ADMIN_API_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @property
     def kpi_configured(self) -> bool:
@@ -416,6 +572,9 @@ class TelemetrySettings(_Group):
     """``GET /metrics`` (Prometheus) and optional OpenTelemetry traces."""
 
     metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    # Bearer token for GET /metrics from another host (Prometheus); local requests and the
+    # admin token need none. Unset: only those two.
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
     otlp_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     @field_validator("otlp_endpoint", mode="before")
@@ -435,6 +594,8 @@ _GROUPS: dict[str, type[_Group]] = {
     "agent": AgentSettings,
     "knowlarity": KnowlaritySettings,
     "providers": ProviderSettings,
+    "turn": TurnTakingSettings,
+    "hindi": HindiSettings,
     "records": RecordsSettings,
     "telemetry": TelemetrySettings,
 }
@@ -479,6 +640,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     knowlarity: KnowlaritySettings = KnowlaritySettings()
     providers: ProviderSettings = ProviderSettings()
+    turn: TurnTakingSettings = TurnTakingSettings()
+    hindi: HindiSettings = HindiSettings()
     records: RecordsSettings = RecordsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
@@ -536,6 +699,7 @@ class Settings(BaseSettings):
             self.knowlarity.admin_api_token,
             self.stream.voice_ws_token,
             self.openai.fallback_api_key,
+            self.telemetry.metrics_token,
         ]
         found = [v.get_secret_value() for v in values if v is not None and present(v)]
         password = self.records.password()

@@ -53,7 +53,10 @@ def _register_extensions(sub: SubParsers) -> None:
 
 def _add_serve(sub: SubParsers) -> None:
     p = sub.add_parser("serve", help="run the WebSocket server (uvicorn server:app)")
-    p.add_argument("--host", help="bind address (default: HOST, else 0.0.0.0)")
+    p.add_argument(
+        "--host",
+        help="bind address (default: HOST, else 127.0.0.1); a public one needs VOICE_WS_TOKEN",
+    )
     p.add_argument("--port", type=int, help="port (default: PORT, else 8000)")
     p.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     p.add_argument(
@@ -75,14 +78,20 @@ def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from config import get_settings
+    from server.exposure import stream_auth_problem
 
     try:
         settings = get_settings()
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    host = args.host or settings.server.host
+    problem = stream_auth_problem(host, settings.stream)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
-        "host": args.host or settings.server.host,
+        "host": host,
         "port": settings.server.port if args.port is None else args.port,
         "log_level": settings.server.log_level.lower(),
         "ws": "websockets-sansio",

@@ -16,11 +16,9 @@ from typing import Any
 from pipeline.call.providers import Providers
 from pipeline.providers.base import (
     ContextTextToSpeech,
-    LanguageModel,
     LLMEvent,
     Message,
     SpeechContext,
-    SpeechToText,
     STTStream,
     TextToSpeech,
     ToolSpec,
@@ -82,13 +80,31 @@ def _tts(inner: TextToSpeech, count: Count) -> TextToSpeech:
     return _MeteredTTS(inner, count)
 
 
+class Metering:
+    """Wraps providers for counting, one wrapper per provider object: providers shared
+    between the call languages stay shared (and are closed once)."""
+
+    def __init__(self, count: Count) -> None:
+        self._count = count
+        self._wrapped: dict[int, Any] = {}
+
+    def _wrap(self, inner: Any, make: Callable[[Any, Count], Any]) -> Any:
+        found = self._wrapped.get(id(inner))
+        if found is None:
+            found = self._wrapped[id(inner)] = make(inner, self._count)
+        return found
+
+    def providers(self, providers: Providers) -> Providers:
+        """The same providers (and speech cache), each request counted."""
+        stt, llm, tts = providers.stt, providers.llm, providers.tts
+        return Providers(
+            stt=None if stt is None else self._wrap(stt, _MeteredSTT),
+            llm=None if llm is None else self._wrap(llm, _MeteredLLM),
+            tts=None if tts is None else self._wrap(tts, _tts),
+            cache=providers.cache,
+        )
+
+
 def metered(providers: Providers, count: Count) -> Providers:
-    """The same providers (and speech cache), each request counted."""
-    stt: SpeechToText | None = None if providers.stt is None else _MeteredSTT(providers.stt, count)
-    llm: LanguageModel | None = None if providers.llm is None else _MeteredLLM(providers.llm, count)
-    return Providers(
-        stt=stt,
-        llm=llm,
-        tts=None if providers.tts is None else _tts(providers.tts, count),
-        cache=providers.cache,
-    )
+    """One set of providers, each request counted."""
+    return Metering(count).providers(providers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from kpi.service import KpiService
 from pipeline.call_record import CallRecord
 from records.store import RecordStore
 from records.writer import RecordWriter
-from server.metered import metered
+from server.metered import Metering
 from server.metrics import CallMetrics
 from server.state import AppState
 from server.tracing import CallTracer, build_tracer
@@ -61,7 +62,12 @@ async def start_operations(
     if settings.telemetry.metrics_enabled:
         metrics = ops.metrics = CallMetrics()
         metrics.forget_dead_processes()
-        state.providers = metered(state.providers, metrics.provider_request)
+        metering = Metering(metrics.provider_request)
+        state.providers = metering.providers(state.providers)
+        state.setups = {  # every call language's providers, shared ones wrapped once
+            code: dataclasses.replace(setup, providers=metering.providers(setup.providers))
+            for code, setup in state.setups.items()
+        }
         state.events.add_listener(metrics.listener)
         ops._tasks.append(asyncio.create_task(_sample(metrics, is_ready), name="metrics-sampler"))
     if settings.records.enabled:

@@ -208,7 +208,7 @@ async def test_first_audio_timeout(fake: FakeCartesia) -> None:
 
 
 async def test_wrong_key_is_refused_at_the_handshake(fake: FakeCartesia) -> None:
-    tts = client(fake, api_key="wrong")
+    tts = client(fake, api_key="wrong-cartesia-key")
     with pytest.raises(ProviderError) as caught:
         [p async for p in tts.synthesize("Hello.", 16000)]
     assert caught.value.status == 401 and not caught.value.retryable

@@ -14,7 +14,7 @@ from pipeline.events import BargeIn, CallEnded, CallStarted, ProviderIssue, Turn
 from pipeline.providers.base import ContextTextToSpeech, SpeechContext
 from pipeline.providers.warm import Warmable
 from server.cli import _share_metrics
-from server.metered import metered
+from server.metered import Metering, metered
 from server.metrics import CallMetrics, label
 
 
@@ -132,3 +132,12 @@ async def test_counting_wrappers_keep_every_capability_of_the_provider() -> None
     with pytest.raises(AssertionError, match="not opened"):
         rich.context(8000)
     assert counted == [("plain", "tts"), ("ctx", "tts")]
+
+
+def test_a_provider_shared_by_two_call_languages_gets_one_wrapper() -> None:
+    shared, own = _PlainTTS(), _PlainTTS()
+    metering = Metering(lambda provider, stage: None)
+    english = metering.providers(Providers(stt=None, llm=None, tts=shared))
+    hindi = metering.providers(Providers(stt=None, llm=None, tts=shared))
+    other = metering.providers(Providers(stt=None, llm=None, tts=own))
+    assert english.tts is hindi.tts and english.tts is not other.tts

@@ -21,6 +21,7 @@ from tests.caller import CallerLine, wait_until_quiet
 from tests.conftest import FIXTURES, StartServeProcess, StartServer, register_secret
 
 TOKEN = "admin-token-for-records"
+METRICS_TOKEN = "metrics-token-for-prometheus"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 METADATA = {
     "callid": "rec-call-1",
@@ -56,8 +57,10 @@ async def one_call(url: str, metadata: dict[str, str]) -> None:
 async def test_a_call_is_recorded_served_by_the_api_and_counted_in_metrics(
     fakes: FakeProviders, start_server: StartServer, tmp_path: Path
 ) -> None:
-    register_secret(TOKEN)
-    server = await start_server(admin_api_token=TOKEN, data_dir=str(tmp_path))
+    register_secret(TOKEN, METRICS_TOKEN)
+    server = await start_server(
+        admin_api_token=TOKEN, metrics_token=METRICS_TOKEN, data_dir=str(tmp_path)
+    )
     fakes.deepgram.utterances.append("What time do you open tomorrow?")
     fakes.openai.replies.append(llm.Text("We open at nine tomorrow."))
     await one_call(server.url, METADATA)
@@ -109,6 +112,11 @@ async def test_a_call_is_recorded_served_by_the_api_and_counted_in_metrics(
             assert time.monotonic() < deadline, "the CDR did not reach the record"
             await asyncio.sleep(0.05)
         metrics = (await http.get("/metrics")).text
+        # Through a proxy (not local), /metrics needs METRICS_TOKEN (or the admin token).
+        relayed = {"X-Forwarded-For": "203.0.113.9"}
+        assert (await http.get("/metrics", headers=relayed)).status_code == 404
+        bearer = {**relayed, "Authorization": f"Bearer {METRICS_TOKEN}"}
+        assert (await http.get("/metrics", headers=bearer)).status_code == 200
 
     assert detail["end_reason"] == "caller_hangup" and detail["turn_count"] == 1
     assert detail["providers"] == {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
