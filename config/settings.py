@@ -14,6 +14,8 @@ in code each lives in its group, under its name without the group's prefix::
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
     settings.turn.playout_lead_ms    PLAYOUT_LEAD_MS  (barge-in, backchannels, pacing, VAD)
     settings.hindi.greeting          GREETING_HI  (the ?lang=hi profile)
+    settings.records.retention_days  RECORDS_RETENTION_DAYS (.database_url: DATABASE_URL)
+    settings.telemetry.otlp_endpoint OTEL_EXPORTER_OTLP_ENDPOINT (.metrics_enabled)
 
 The settings are built once (:func:`get_settings`) and each component is handed its group.
 ``Settings(deepgram_api_key=...)`` (flat names, any case) and ``Settings(deepgram=...)``
@@ -47,6 +49,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from config.dburl import async_database_url, url_password
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
@@ -85,7 +89,9 @@ def _long_enough(value: SecretStr | None, name: str, minimum: int, kind: str) ->
 class _Group(BaseModel):
     """A frozen settings group; fields are filled by their environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", hide_input_in_errors=True
+    )
     prefix: ClassVar[str] = ""
 
     @classmethod
@@ -528,6 +534,58 @@ class ProviderSettings(_Group):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class RecordsSettings(_Group):
+    """Call records (records/): PostgreSQL at DATABASE_URL when several processes or
+    machines share them, else an SQLite file under DATA_DIR. Writes never block a call."""
+
+    prefix: ClassVar[str] = "RECORDS_"
+
+    enabled: bool = True
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    data_dir: str = Field("data", validation_alias=_env("DATA_DIR"))
+    mask_numbers: bool = True  # keep only the last 4 digits of phone numbers
+    retention_days: float = Field(90.0, ge=0, le=36_500)  # 0 = keep for ever
+    queue_size: int = Field(1000, ge=10, le=1_000_000)
+    migrate_on_start: bool = True
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # After parsing, and the error names the scheme only, never the URL's password.
+        if value is not None:
+            async_database_url(value.get_secret_value(), ".")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy async URL of the records database."""
+        raw = self.database_url.get_secret_value() if self.database_url is not None else None
+        return async_database_url(raw, self.data_dir)
+
+    def password(self) -> str | None:
+        return url_password(self.database_url.get_secret_value()) if self.database_url else None
+
+
+class TelemetrySettings(_Group):
+    """``GET /metrics`` (Prometheus) and optional OpenTelemetry traces."""
+
+    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    # Bearer token for GET /metrics from another host (Prometheus); local requests and the
+    # admin token need none. Unset: only those two.
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    otlp_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
 # --- the whole -------------------------------------------------------------------------
 
 _GROUPS: dict[str, type[_Group]] = {
@@ -541,6 +599,8 @@ _GROUPS: dict[str, type[_Group]] = {
     "providers": ProviderSettings,
     "turn": TurnTakingSettings,
     "hindi": HindiSettings,
+    "records": RecordsSettings,
+    "telemetry": TelemetrySettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -568,7 +628,11 @@ class _FlatEnvironment(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # a bad setting's error must not print a key or password
     )
 
     server: ServerSettings = ServerSettings()
@@ -581,6 +645,8 @@ class Settings(BaseSettings):
     providers: ProviderSettings = ProviderSettings()
     turn: TurnTakingSettings = TurnTakingSettings()
     hindi: HindiSettings = HindiSettings()
+    records: RecordsSettings = RecordsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -636,8 +702,11 @@ class Settings(BaseSettings):
             self.knowlarity.admin_api_token,
             self.stream.voice_ws_token,
             self.openai.fallback_api_key,
+            self.telemetry.metrics_token,
         ]
-        return [v.get_secret_value() for v in values if v is not None and present(v)]
+        found = [v.get_secret_value() for v in values if v is not None and present(v)]
+        password = self.records.password()
+        return [*found, password] if password else found
 
 
 @lru_cache(maxsize=1)

@@ -17,14 +17,14 @@ import collections
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -33,7 +33,7 @@ from starlette.types import Scope
 
 from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
-from kpi.routes import admin_refusal, build_router, validation_error
+from kpi.routes import admin_refusal, build_router, check_admin, validation_error
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
 from pipeline.language import call_languages
@@ -41,6 +41,7 @@ from pipeline.providers.base import ProviderError
 from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from pipeline.turntaking.config import TurnTakingConfig
+from records.api import build_router as build_records_router
 from server.admission import uvicorn_noise_filter
 from server.api_docs import install_docs
 from server.body_limit import BodyLimit
@@ -53,6 +54,8 @@ from server.exposure import (
     uvicorn_option_problems,
 )
 from server.limits import IpLimitConfig, IpLimits, PendingPool
+from server.metrics import CONTENT_TYPE_LATEST
+from server.operations import Operations, Readiness, start_operations
 from server.playground import install_playground
 from server.providers import build_providers, choose, providers_for_language
 from server.security import UrlRedactingFilter, parse_networks
@@ -111,13 +114,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kpi = KpiService(settings.knowlarity, state.registry, http=http)
         app.state.kpi = kpi
         await kpi.start()
+        readiness = app.state.readiness = Readiness(state)
+        ops = app.state.ops = await start_operations(settings, state, kpi, readiness)
         _announce_providers(state)
         tts = state.providers.tts
         if tts is not None:
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
-        state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
+        lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
+        state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         if settings.server.warm_connections:
             warm = keep_warm(
                 (state.providers.llm, state.providers.tts),
@@ -143,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await kpi.aclose()
             await state.aclose()
+            await ops.aclose()  # after the calls: their last records are flushed here
 
     app = FastAPI(
         title="Knowlarity voice agent",
@@ -196,15 +203,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def ready(request: Request) -> JSONResponse:
         """For load balancers and Kubernetes: 503 while warming, draining or at MAX_CALLS."""
         state: AppState = request.app.state.voice
+        readiness: Readiness = request.app.state.readiness
         calls = state.lifecycle.calls.connections
-        if state.lifecycle.draining:
-            status = "draining"
-        elif not (state.greeting_warmed.is_set() and state.connections_warmed.is_set()):
-            status = "warming"  # the first calls would pay a TTS round trip for the greeting
-        elif calls >= settings.stream.max_calls:
-            status = "full"
-        else:
-            status = "ready"
+        status = readiness.status()
         body: dict[str, Any] = {"status": status}
         if trusted(request):
             body.update(
@@ -221,6 +222,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_router(get_kpi))
     app.add_exception_handler(RequestValidationError, validation_error)
+
+    def admin_only(request: Request) -> None:
+        check_admin(admin_token, request)
+
+    def get_store() -> Any:
+        ops: Operations = app.state.ops
+        return ops.store
+
+    app.include_router(
+        build_records_router(get_store, admin_only, mask_numbers=settings.records.mask_numbers)
+    )
+    metrics_token = settings.telemetry.metrics_token
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition (all workers' sums in multi-process mode), for local
+        requests, ``Bearer METRICS_TOKEN`` or the admin token: it tells how busy the line is."""
+        ops: Operations = request.app.state.ops
+        allowed = trusted(request) or (
+            metrics_token is not None
+            and admin_refusal(request.headers.get("authorization"), metrics_token) is None
+        )
+        if ops.metrics is None or not allowed:
+            raise HTTPException(404, "Not Found")  # nothing to tell a scanner
+        readiness: Readiness = request.app.state.readiness
+        ops.metrics.sample_process(ready=readiness())
+        body = await asyncio.to_thread(ops.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:
@@ -371,12 +400,17 @@ def get_app() -> FastAPI:
 LAG_PERIOD_S = 0.1
 
 
-async def _watch_loop_lag(samples: collections.deque[float]) -> None:
+async def _watch_loop_lag(
+    samples: collections.deque[float], observe: Callable[[float], None] | None = None
+) -> None:
     """How late the event loop wakes a 100 ms sleep: the delay every callback sees."""
     while True:
         started = time.monotonic()
         await asyncio.sleep(LAG_PERIOD_S)
-        samples.append((time.monotonic() - started - LAG_PERIOD_S) * 1000)
+        lag_ms = (time.monotonic() - started - LAG_PERIOD_S) * 1000
+        samples.append(lag_ms)
+        if observe is not None:
+            observe(lag_ms)
 
 
 def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:
