@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -234,6 +235,34 @@ class Settings(BaseSettings):
         return _present(self.voice_ws_token)
 
     # End of stream security, limits and lifecycle ------------------------------------------
+
+    # Keyless local mode: provider choice, agent file, local models ---------------------------
+    # Per stage: auto (cloud when its key is set, else local if installed), the cloud name, or
+    # local. See server/provider_choice.py.
+    stt_provider: Literal["auto", "deepgram", "local"] = "auto"
+    llm_provider: Literal["auto", "openai", "local"] = "auto"
+    tts_provider: Literal["auto", "cartesia", "local"] = "auto"
+    agent_file: Path | None = None  # YAML agent file (agents/example.yaml documents it)
+    vad_threshold: float = Field(0.5, gt=0.15, lt=1)  # silero speech probability
+    vad_start_ms: int = Field(160, ge=32, le=2000)  # speech this long starts an utterance
+    vad_end_ms: int = Field(500, ge=96, le=5000)  # silence this long ends it
+    local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # early transcript (0: none)
+    local_stt_max_utterance_s: float = Field(15.0, ge=1, le=60)
+    local_stt_workers: int = Field(1, ge=1, le=16)  # transcriptions at once per process
+    local_tts_workers: int = Field(1, ge=1, le=16)  # sentences rendered at once per process
+    local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: bundled en_US-joe-medium
+
+    @field_validator("stt_provider", "llm_provider", "tts_provider", mode="before")
+    @classmethod
+    def _provider_name(cls, value: object) -> object:
+        return (value.strip().lower() or "auto") if isinstance(value, str) else value
+
+    @field_validator("agent_file", "local_tts_voice", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # End of keyless local mode -----------------------------------------------------------
 
 
 def _present(value: SecretStr | None) -> bool:

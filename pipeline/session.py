@@ -26,6 +26,7 @@ from typing import Any
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import aclose, cancel_and_wait
+from pipeline.events import CallerSpeech, CallEvents, NullEvents
 from pipeline.history import History
 from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
 from pipeline.providers.base import (
@@ -72,8 +73,10 @@ class CallSession:
         providers: Providers,
         send: SendText,
         sample_rate: int,
+        events: CallEvents | None = None,
     ) -> None:
         self.record = record
+        self._events = events or NullEvents()
         self._config = config
         self._providers = providers
         self._rate = sample_rate
@@ -245,6 +248,8 @@ class CallSession:
         if not text or self._handing_off or self._ending:
             return
         log.info('End of utterance (%s) | text="%s"', trigger, text)
+        at_ms = (time.monotonic() - self._started) * 1000
+        self._events.publish(CallerSpeech(self.record.call_id, "final", text, at_ms))
         await self._cancel_turn()
         self.record.turns += 1
         self._start_turn(self._respond(Turn(user_text=text, started=time.monotonic())))

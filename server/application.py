@@ -20,8 +20,11 @@ from config.settings import Settings, get_settings
 from kpi.routes import build_router
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.agent_file import AgentFile
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
+from server.local_stack import LocalStack, load_agent, local_installed
+from server.provider_choice import ProviderChoice, choose_providers
 from server.providers import build_providers
 from server.security import UrlRedactingFilter
 from server.state import AppState
@@ -34,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.log_level, settings.secrets())
     _tame_uvicorn_logs()
+    choice = choose_providers(settings, local_installed())
+    agent_file = load_agent(settings, choice)  # AgentFileError (file and line) stops start-up
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,21 +47,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         agent = AgentConfig.from_settings(settings)
+        if agent_file is not None:
+            agent = agent_file.apply(agent)
+        local = LocalStack(settings, choice, agent_file) if choice.uses_local else None
         state = AppState(
-            settings=settings, agent=agent, providers=build_providers(settings, http), http=http
+            settings=settings,
+            agent=agent,
+            providers=build_providers(settings, http, choice, local),
+            http=http,
+            choice=choice,
+            local=local,
         )
         app.state.voice = state
         kpi = KpiService(settings, state.registry)
         app.state.kpi = kpi
         await kpi.start()
-        missing = settings.missing_providers()
-        if missing:
-            log.warning(
-                "Starting without %s: calls will be told the agent is unavailable",
-                ", ".join(missing),
-            )
-        tts = state.providers.tts
-        if tts is not None:
+        _announce_providers(choice, agent_file)
+        if state.providers.tts is not None or local is not None:
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
@@ -84,7 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "openai": settings.llm_configured,
                 "cartesia": settings.tts_configured,
             },
-            "missing": settings.missing_providers(),
+            "missing": choice.missing_settings(),
+            "stages": {c.stage: {"provider": c.provider, "why": c.why} for c in choice.stages},
+            "agent_file": None if agent_file is None else str(agent_file.path),
+            "local": None if state.local is None else state.local.stats(),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -98,6 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calls = state.lifecycle.calls.connections
         if state.lifecycle.draining:
             status = "draining"
+        elif choice.unavailable():
+            status = "unavailable"  # a stage has no provider: calls would only hear an apology
         elif not state.greeting_warmed.is_set():
             status = "warming"  # the first calls would pay a TTS round trip for the greeting
         elif calls >= settings.max_calls:
@@ -140,6 +152,24 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
+def _announce_providers(choice: ProviderChoice, agent_file: AgentFile | None) -> None:
+    for stage in choice.stages:
+        if stage.provider is None:
+            log.warning("%s: none (%s)", stage.stage.upper(), stage.why)
+        else:
+            log.info("%s: %s (%s)", stage.stage.upper(), stage.provider, stage.why)
+    if choice.unavailable():
+        log.warning("Not ready: calls will hear that the agent is unavailable, then disconnect")
+    if agent_file is not None:
+        log.info(
+            "Agent file %s: %s, %d FAQ entries, transfers %s",
+            agent_file.path,
+            agent_file.name,
+            len(agent_file.faq),
+            f"to {agent_file.transfer_number}" if agent_file.transfer_number else "off",
+        )
+
+
 def _announce_stream_security(settings: Settings) -> None:
     if not settings.voice_auth_configured:
         log.warning("VOICE_WS_TOKEN is not set: anyone who finds /voice can open a stream")
@@ -148,10 +178,17 @@ def _announce_stream_security(settings: Settings) -> None:
 
 
 async def _warm(state: AppState) -> None:
-    """Cache the fixed lines: the greeting at the default rate first, since calls wait on it."""
-    tts = state.providers.tts
-    assert tts is not None
+    """Load the local models, then cache the fixed lines (the greeting first: calls wait on it)."""
     started = time.monotonic()
+    if state.local is not None:
+        try:
+            await state.local.warm()
+        except Exception:  # a broken install: say so; calls then fail loudly, not silently
+            log.exception("Warming the local models failed")
+    tts = state.providers.tts
+    if tts is None:
+        state.greeting_warmed.set()
+        return
     cache = state.providers.cache
     try:
         await cache.warm(tts, state.agent.greeting, state.settings.sample_rate)

@@ -76,6 +76,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    from pipeline.agent_file import AgentFileError
+    from server.local_stack import load_agent, local_installed
+    from server.provider_choice import choose_providers
+
+    try:  # a broken agent file stops here with its line number, not in a traceback
+        load_agent(settings, choose_providers(settings, local_installed()))
+    except AgentFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "host": args.host or settings.host,
         "port": settings.port if args.port is None else args.port,

@@ -5,18 +5,26 @@ from __future__ import annotations
 import httpx
 
 from config.settings import Settings
-from pipeline.providers.base import LanguageModel
+from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
 from pipeline.session import Providers
 from pipeline.speech_cache import SpeechCache
+from server.local_stack import LocalStack
+from server.provider_choice import ProviderChoice
 
 
-def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
-    stt = None
-    if settings.stt_configured:
+def build_providers(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    choice: ProviderChoice,
+    local: LocalStack | None = None,
+) -> Providers:
+    """Each stage's chosen provider (see server/provider_choice.py); None where there is none."""
+    stt: SpeechToText | None = local.stt if local is not None else None
+    if choice.stt.provider == "deepgram":
         assert settings.deepgram_api_key is not None
         stt = DeepgramSTT(
             api_key=settings.deepgram_api_key.get_secret_value(),
@@ -30,9 +38,11 @@ def build_providers(settings: Settings, http: httpx.AsyncClient) -> Providers:
             stall_timeout_s=settings.deepgram_stall_timeout_s,
             max_outage_s=settings.deepgram_max_outage_s,
         )
-    llm = build_llm(settings) if settings.llm_configured else None
-    tts = None
-    if settings.tts_configured:
+    llm: LanguageModel | None = local.llm if local is not None else None
+    if choice.llm.provider == "openai":
+        llm = build_llm(settings)
+    tts: TextToSpeech | None = local.tts if local is not None else None
+    if choice.tts.provider == "cartesia":
         assert settings.cartesia_api_key is not None and settings.cartesia_voice_id is not None
         tts = CartesiaTTS(
             http=http,

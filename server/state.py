@@ -13,8 +13,11 @@ import httpx
 
 from config.settings import Settings
 from pipeline.agent import AgentConfig
+from pipeline.events import CallEventHub
 from pipeline.session import Providers
 from server.lifecycle import Lifecycle
+from server.local_stack import LocalStack
+from server.provider_choice import ProviderChoice
 from server.registry import CallRegistry
 
 
@@ -32,6 +35,9 @@ class AppState:
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)
     )
+    choice: ProviderChoice | None = None  # which provider serves each stage
+    local: LocalStack | None = None  # the keyless providers' pools and warm-up
+    events: CallEventHub = field(default_factory=CallEventHub)  # what happened on each call
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -49,3 +55,5 @@ class AppState:
         if llm_close is not None:
             await llm_close()
         await self.http.aclose()
+        if self.local is not None:
+            self.local.close()

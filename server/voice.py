@@ -247,9 +247,9 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
         metadata, early_audio = await _read_metadata(websocket, state.settings)
         call_id_var.set(metadata.call_id)
         _log_metadata(metadata, rate)
-        missing = state.settings.missing_providers()
-        if missing:
-            log.error("Missing settings for a live call: %s", ", ".join(missing))
+        if state.choice is not None:
+            for stage in state.choice.unavailable():
+                log.error("No %s provider for this call: %s", stage.stage.upper(), stage.why)
         record = state.registry.add(
             CallRecord(
                 call_id=metadata.call_id,
@@ -266,6 +266,7 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
             providers=state.providers,
             send=outbound.send,
             sample_rate=rate,
+            events=state.events,
         )
         frames = _audio_frames(websocket, early_audio, outbound, state.settings.max_frame_bytes)
         try:
