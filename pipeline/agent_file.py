@@ -188,6 +188,10 @@ def _message(error: Any) -> str:
         return "field required"
     if kind == "string_type":
         return "must be text (put numbers such as phone numbers in quotes)"
+    if kind in ("model_type", "dict_type"):
+        return "expected fields (name: value lines), not a single value"
+    if kind == "list_type":
+        return "expected a list (lines starting with -, or [a, b])"
     if kind == "string_pattern_mismatch":
         return 'not a phone number (e.g. "+918045678900")'
     message: str = error["msg"]

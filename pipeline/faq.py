@@ -118,7 +118,19 @@ FILLER = frozenset(
     ]
 )
 CLOSING = frozenset(
-    {"thanks", "thank", "thankyou", "bye", "goodbye", "all", "great", "nothing", "else", "that's"}
+    {
+        "thanks",
+        "thank",
+        "thankyou",
+        "bye",
+        "goodbye",
+        "all",
+        "great",
+        "nothing",
+        "else",
+        "that's",
+        "no",
+    }
 )
 
 

@@ -23,6 +23,7 @@ from pipeline.agent import AgentConfig
 from pipeline.agent_file import AgentFile
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
+from server.call_summary import build_summary_router
 from server.local_stack import LocalStack, load_agent, local_installed
 from server.provider_choice import ProviderChoice, choose_providers
 from server.providers import build_providers
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return service
 
     app.include_router(build_router(get_kpi))
+    app.include_router(build_summary_router())
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:

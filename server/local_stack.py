@@ -25,8 +25,6 @@ from server.provider_choice import ProviderChoice, Stage
 
 log = get_logger("LOCAL")
 
-_VAD = SileroVadModel()  # the process's VAD instances, pooled across apps and calls
-
 
 def load_agent(settings: Settings, choice: ProviderChoice) -> AgentFile | None:
     """``AGENT_FILE`` if set; else, for the FAQ agent, the example agent in ``agents/``.
@@ -57,7 +55,7 @@ class LocalStack:
     def __init__(
         self, settings: Settings, choice: ProviderChoice, agent_file: AgentFile | None
     ) -> None:
-        self.vad = _VAD
+        self.vad = SileroVadModel.shared()  # pooled across apps and calls
         self.stt: LocalSTT | None = None
         self.llm: FaqAgent | None = None
         self.tts: PiperTTS | None = None

@@ -18,6 +18,7 @@ import numpy as np
 
 from audio.wav import pcm_to_wav, read_wav_file
 from config.settings import SUPPORTED_SAMPLE_RATES
+from server.call_lookup import fetch_health, fetch_summary, hung_up_early, unavailable_hint
 from server.simulator import (
     DEFAULT_SAMPLE_RATE,
     EVENT_KINDS,
@@ -124,6 +125,8 @@ class CallReport:
     saved_audio: Path | None = None
     max_send_lag_ms: float = 0.0  # > a few ms means the simulator itself was overloaded
     events: list[ReceivedEvent] = field(default_factory=list, repr=False)
+    heard: list[str] | None = None  # the caller's words as the server heard them, if it says
+    hint: str | None = None  # why the server hung up without answering, if it did
 
     @property
     def ok(self) -> bool:
@@ -204,7 +207,7 @@ async def run_call(
     # Time-compressed runs have no meaningful gaps, so every playAudio may be a reply.
     gap = continuation_gap_s if realtime else 0.0
     ends = [frame_sent_at(end, sent, frame_ms) for _, end in segments]
-    return _report(
+    report = _report(
         node,
         url,
         meta,
@@ -212,6 +215,19 @@ async def run_call(
         reply_latencies(node.events, ends, continuation_gap_s=gap),
         save_audio,
     )
+    await _ask_the_server(report)
+    return report
+
+
+async def _ask_the_server(report: CallReport) -> None:
+    """What the server heard (its summary route), and why it hung up early (its /health)."""
+    if report.call_id is not None:
+        summary = await fetch_summary(report.url, report.call_id)
+        heard = None if summary is None else summary.get("heard")
+        if isinstance(heard, list):
+            report.heard = [str(text) for text in heard]
+    if hung_up_early(report.counts, report.reply_latencies_ms):
+        report.hint = unavailable_hint(await fetch_health(report.url))
 
 
 def _report(
