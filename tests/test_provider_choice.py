@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.provider_choice import LOCAL_EXTRA_HINT, choose_providers, choose_stage
+from server.provider_choice import LOCAL_EXTRA_HINT, Stage, choose_providers, choose_stage
 from tests.conftest import make_settings
 
 KEYS = {
@@ -13,8 +13,8 @@ KEYS = {
     "CARTESIA_API_KEY": "ca-key",
     "CARTESIA_VOICE_ID": "voice-1",
 }
-ALL_LOCAL = {"stt": True, "llm": True, "tts": True}
-NO_LOCAL = {"stt": False, "llm": False, "tts": False}
+ALL_LOCAL: dict[Stage, bool] = {"stt": True, "llm": True, "tts": True}
+NO_LOCAL: dict[Stage, bool] = {"stt": False, "llm": False, "tts": False}
 
 
 @pytest.mark.parametrize(

@@ -79,16 +79,20 @@ def test_long_speech_is_cut_and_goes_on() -> None:
     assert [e.cut for e in events if e.kind is END] == [True, True, False]
 
 
+def quiet(segmenter: SpeechSegmenter) -> tuple[float, float | None]:
+    return segmenter.silence_ms, segmenter.silence_started_ms
+
+
 def test_silence_tracking_while_speaking() -> None:
     segmenter = SpeechSegmenter(W, SegmenterSettings(start_ms=64, end_ms=320))
     for p in [0.9, 0.9, 0.9]:
         segmenter.push(p)
-    assert segmenter.speaking and segmenter.silence_ms == 0 and segmenter.silence_started_ms is None
+    assert segmenter.speaking and quiet(segmenter) == (0, None)
     segmenter.push(0.0)
     segmenter.push(0.0)
-    assert segmenter.silence_ms == 2 * W and segmenter.silence_started_ms == 3 * W
+    assert quiet(segmenter) == (2 * W, 3 * W)
     segmenter.push(0.9)
-    assert segmenter.silence_started_ms is None
+    assert quiet(segmenter) == (0, None)
     segmenter.reset()
     assert not segmenter.speaking and segmenter.position_ms == 0
 
