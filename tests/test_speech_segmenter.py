@@ -94,7 +94,7 @@ def test_silence_tracking_while_speaking() -> None:
     segmenter.push(0.9)
     assert quiet(segmenter) == (0, None)
     segmenter.reset()
-    assert not segmenter.speaking and segmenter.position_ms == 0
+    assert (segmenter.speaking, segmenter.position_ms) == (False, 0)
 
 
 @pytest.mark.parametrize(
