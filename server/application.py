@@ -192,8 +192,11 @@ async def _warm(state: AppState) -> None:
         state.greeting_warmed.set()
         return
     cache = state.providers.cache
+    # A server that cannot run a call greets nobody: its first words are the apology.
+    unavailable = state.choice is not None and bool(state.choice.unavailable())
+    first = state.agent.unavailable_line if unavailable else state.agent.greeting
     try:
-        await cache.warm(tts, state.agent.greeting, state.settings.sample_rate)
+        await cache.warm(tts, first, state.settings.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:

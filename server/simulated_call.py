@@ -136,6 +136,8 @@ class CallReport:
 
 # --- a whole call ------------------------------------------------------------------
 
+LISTEN_LIMIT_S = 30.0  # longest the caller stays on after the WAV while the bot still talks
+
 
 def load_caller_audio(wav: Path | None, sample_rate: int | None) -> tuple[bytes, int]:
     """The caller's PCM and the node's rate; the WAV must already be at that rate."""
@@ -197,7 +199,9 @@ async def run_call(
         await node.send_metadata(meta)
         sent = await node.stream_pcm(pcm, rate, frame_ms, realtime)
         await node.stream_silence(seconds_of_silence_after, rate, realtime, frame_ms)
-        if not realtime:
+        if realtime:
+            await _listen_to_the_end(node, rate, frame_ms)
+        else:
             await node.wait_finished(seconds_of_silence_after)
         if node.counts["disconnect"]:
             # The server may hang up right after disconnect: let it, so the report says who.
@@ -217,6 +221,19 @@ async def run_call(
     )
     await _ask_the_server(report)
     return report
+
+
+async def _listen_to_the_end(
+    node: StreamNodeClient, rate: int, frame_ms: int, limit_s: float = LISTEN_LIMIT_S
+) -> None:
+    """Stay on the line (sending silence, as the node does) while the bot is still talking,
+    so a reply or an apology is heard out and a hang-up after it is seen."""
+    waited = 0.0
+    while node.is_playing and not node.finished and waited < limit_s:
+        await node.stream_silence(0.5, rate, True, frame_ms)
+        waited += 0.5
+    if node.counts["playAudio"] and not node.finished:
+        await node.stream_silence(0.5, rate, True, frame_ms)  # a disconnect follows playback
 
 
 async def _ask_the_server(report: CallReport) -> None:
