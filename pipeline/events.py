@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -178,7 +178,7 @@ class CallEventHub:
     def history(self, call_id: str) -> list[CallEvent]:
         return list(self._replays.get(call_id, ()))
 
-    async def subscribe(self, call_id: str | None) -> AsyncIterator[CallEvent]:
+    async def subscribe(self, call_id: str | None) -> AsyncGenerator[CallEvent, None]:
         sub = _Subscription(self._queue_len)
         if call_id is not None:
             sub.events.extend(self._replays.get(call_id, ()))

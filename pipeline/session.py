@@ -21,12 +21,23 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import aclose, cancel_and_wait
-from pipeline.events import CallerSpeech, CallEvents, NullEvents
+from pipeline.events import (
+    AgentSpeech,
+    BargeIn,
+    CallEnded,
+    CallerSpeech,
+    CallEvents,
+    CallStarted,
+    EndReason,
+    NullEvents,
+    ProviderIssue,
+    TurnTimings,
+)
 from pipeline.history import History
 from pipeline.playout import Playout, SendText, SpokenSpan, heard_text
 from pipeline.providers.base import (
@@ -74,9 +85,11 @@ class CallSession:
         send: SendText,
         sample_rate: int,
         events: CallEvents | None = None,
+        language: str = "",
     ) -> None:
         self.record = record
-        self._events = events or NullEvents()
+        self._events: CallEvents = events or NullEvents()
+        self._language = language
         self._config = config
         self._providers = providers
         self._rate = sample_rate
@@ -94,6 +107,7 @@ class CallSession:
         self._end_task: asyncio.Task[None] | None = None
         self._failed_turns = 0  # consecutive turns that ended in the fallback line
         self.end_reason: str | None = None
+        self._end_kind: EndReason = "caller_hangup"
         self.audio_bytes_in = 0
 
     # -- public ---------------------------------------------------------------------------
@@ -101,6 +115,7 @@ class CallSession:
     async def run(self, audio: AsyncIterator[bytes]) -> None:
         """Serve the call until the caller's audio ends (hang-up)."""
         missing = self._providers.missing()
+        self._publish_started()
         try:
             if missing:
                 await self._serve_unavailable(audio, missing)
@@ -109,20 +124,26 @@ class CallSession:
         finally:
             await self._cancel_turn()
             self._log_summary()
+            self._publish_ended()
 
-    async def end_call(self, reason: str, *, transfer: bool = False) -> None:
+    async def end_call(
+        self, reason: str, *, transfer: bool = False, kind: EndReason = "timeout"
+    ) -> None:
         """Say the goodbye line, then ``disconnect`` (once; later calls wait for the first).
 
         With ``transfer`` and a TRANSFER_NUMBER set, the caller goes to a person instead.
         """
-        self._begin_end(reason, transfer=transfer)
+        self._begin_end(reason, transfer=transfer, kind=kind)
         assert self._end_task is not None
         await asyncio.shield(self._end_task)
 
-    def _begin_end(self, reason: str, *, transfer: bool = False) -> None:
+    def _begin_end(
+        self, reason: str, *, transfer: bool = False, kind: EndReason = "timeout"
+    ) -> None:
         """Start the goodbye without waiting for it (safe from inside a turn task)."""
         if self._end_task is None:
             self.end_reason = reason
+            self._end_kind = kind
             log.info("Ending the call: %s", reason)
             self._handing_off = True  # no new turns, no barge-in
             self._end_task = asyncio.create_task(self._goodbye(hand_on=transfer), name="goodbye")
@@ -142,10 +163,101 @@ class CallSession:
         if number:
             await self.playout.send_control(transfer(number))
             self.record.transferred_to = number
+            self._end_kind = "transfer"
             ws_log.info("transfer sent | destination=%s", number)
         else:
             await self.playout.send_control(disconnect())
             ws_log.info("disconnect sent")
+
+    # -- call events ----------------------------------------------------------------------
+
+    def _at_ms(self, at: float) -> float:
+        return round((at - self._started) * 1000, 1)
+
+    def _publish_started(self) -> None:
+        names = {
+            "stt": self._providers.stt,
+            "llm": self._providers.llm,
+            "tts": self._providers.tts,
+        }
+        record = self.record
+        self._events.publish(
+            CallStarted(
+                call_id=record.call_id,
+                sample_rate=self._rate,
+                language=self._language,
+                call_type=record.call_type,
+                virtual_number=record.virtual_number,
+                customer_number=record.customer_number,
+                providers={k: p.name for k, p in names.items() if p is not None},
+                started_at=record.started_at,
+            )
+        )
+
+    def _publish_speech(self, event: STTEvent) -> None:
+        phase: Literal["started", "interim", "final"]
+        if event.kind is STTEventKind.SPEECH_STARTED:
+            phase = "started"
+        elif event.kind is STTEventKind.INTERIM and event.text:
+            phase = "interim"
+        elif event.kind is STTEventKind.FINAL and event.text:
+            phase = "final"
+        else:
+            return
+        self._events.publish(
+            CallerSpeech(
+                call_id=self.record.call_id,
+                phase=phase,
+                text=event.text,
+                at_ms=self._at_ms(time.monotonic()),
+            )
+        )
+
+    def _publish_timings(
+        self, turn: Turn, outcome: Literal["answered", "interrupted", "failed", "unheard"]
+    ) -> None:
+        def rel(at: float | None) -> float | None:
+            return None if at is None else self._at_ms(at)
+
+        self._events.publish(
+            TurnTimings(
+                call_id=self.record.call_id,
+                turn=turn.number,
+                user_text=turn.user_text or "",
+                stt_final_ms=rel(turn.started),
+                llm_first_token_ms=rel(turn.llm_first_token_at),
+                tts_first_audio_ms=rel(turn.tts_first_audio_at),
+                first_audio_sent_ms=rel(turn.first_audio_at),
+                outcome=outcome,
+                at_ms=self._at_ms(time.monotonic()),
+            )
+        )
+
+    def _publish_issue(self, exc: ProviderError, *, retried: bool) -> None:
+        self._events.publish(
+            ProviderIssue(
+                call_id=self.record.call_id,
+                provider=exc.provider,
+                message=exc.message,
+                retried=retried,
+                at_ms=self._at_ms(time.monotonic()),
+            )
+        )
+
+    def _publish_ended(self) -> None:
+        now = time.monotonic()
+        self._events.publish(
+            CallEnded(
+                call_id=self.record.call_id,
+                reason=self._end_kind,
+                detail=self.end_reason or "caller hung up",
+                duration_s=round(now - self._started, 3),
+                turns=self.record.turns,
+                barge_ins=self.record.barge_ins,
+                transferred_to=self.record.transferred_to,
+                at_ms=self._at_ms(now),
+            )
+        )
 
     # -- the call -------------------------------------------------------------------------
 
@@ -169,6 +281,8 @@ class CallSession:
     async def _serve_unavailable(self, audio: AsyncIterator[bytes], missing: list[str]) -> None:
         """Keys are missing: apologise if we can speak at all, then hand back to the IVR."""
         log.error("Cannot run the agent: no %s provider configured", "/".join(missing))
+        self.end_reason = f"no {'/'.join(missing)} provider configured"
+        self._end_kind = "error"
         if self._providers.tts is not None:
             self._start_turn(self._speak_fixed(self._config.unavailable_line, end_call=True))
         else:
@@ -213,6 +327,7 @@ class CallSession:
         kind = event.kind
         if event.text or kind is STTEventKind.SPEECH_STARTED:
             self._caller_active_at = time.monotonic()
+        self._publish_speech(event)
         if kind is STTEventKind.INTERIM:
             if event.word_count >= self._config.barge_in_min_words and self._bot_busy():
                 await self._interrupt(event.text)
@@ -248,11 +363,10 @@ class CallSession:
         if not text or self._handing_off or self._ending:
             return
         log.info('End of utterance (%s) | text="%s"', trigger, text)
-        at_ms = (time.monotonic() - self._started) * 1000
-        self._events.publish(CallerSpeech(self.record.call_id, "final", text, at_ms))
         await self._cancel_turn()
         self.record.turns += 1
-        self._start_turn(self._respond(Turn(user_text=text, started=time.monotonic())))
+        turn = Turn(user_text=text, started=time.monotonic(), number=self.record.turns)
+        self._start_turn(self._respond(turn))
 
     async def _interrupt(self, words: str) -> None:
         """Caller words while the bot is busy: barge-in."""
@@ -266,9 +380,19 @@ class CallSession:
             ws_log.info('Barge-in | killAudio sent | heard_words="%s"', words[:60])
             await self._cancel_turn()
             turn = self._audible_turn
+            heard = heard_text(turn.spans, now) if turn is not None else ""
             if turn is not None and turn.history_entry is not None:
-                self.history.revise(turn.history_entry, heard_text(turn.spans, now))
+                self.history.revise(turn.history_entry, heard)
                 self._audible_turn = None
+            self._events.publish(
+                BargeIn(
+                    call_id=self.record.call_id,
+                    turn=turn.number if turn is not None else 0,
+                    heard_text=heard,
+                    words=words,
+                    at_ms=self._at_ms(now),
+                )
+            )
         elif task is not None and not task.done():
             log.info(
                 'Caller still speaking; reply cancelled before it was heard | "%s"', words[:60]
@@ -306,6 +430,8 @@ class CallSession:
             )
         if end_call:
             await self.playout.wait_played(limit_s=15.0)
+            if self._end_kind == "caller_hangup":
+                self._end_kind = "agent_disconnect"
             await self.playout.send_control(disconnect())
             ws_log.info("disconnect sent")
 
@@ -313,19 +439,25 @@ class CallSession:
         assert turn.user_text is not None
         messages = self.history.messages(turn.user_text)
         unheard = False
+        outcome: Literal["answered", "interrupted", "failed", "unheard"] = "answered"
         try:
             await self._respond_with_retries(turn, messages)
             turn.completed = True
+            if turn.failed:
+                outcome = "failed"
         except asyncio.CancelledError:
+            outcome = "interrupted"
             if not turn.spans:
                 # Nothing was heard: fold these words into the caller's next utterance.
                 self._carry_text = turn.user_text
                 unheard = True
+                outcome = "unheard"
             raise
         finally:
             if not unheard:
                 self.history.add("user", turn.user_text)
             self._settle(turn)
+            self._publish_timings(turn, outcome)
         if turn.first_audio_at is not None:
             latency_ms = (turn.first_audio_at - turn.started) * 1000
             self.record.turn_latencies_ms.append(round(latency_ms, 1))
@@ -349,6 +481,7 @@ class CallSession:
             except ProviderError as exc:
                 heard = turn.first_audio_at is not None
                 delay = retry_delay(exc, attempt, heard=heard, now=time.monotonic(), end=deadline)
+                self._publish_issue(exc, retried=delay is not None)
                 if delay is not None:
                     log.warning("%s; retrying turn in %.0f ms", exc, delay * 1000)
                     await asyncio.sleep(delay)
@@ -378,9 +511,12 @@ class CallSession:
     async def _apologise(self, turn: Turn) -> None:
         """The fallback line, or after too many failed turns in a row, goodbye."""
         turn.transfer_requested = False
+        turn.failed = True
         self._failed_turns += 1
         if self._failed_turns >= self._config.max_failed_turns:
-            self._begin_end(f"{self._failed_turns} failed turns in a row", transfer=True)
+            self._begin_end(
+                f"{self._failed_turns} failed turns in a row", transfer=True, kind="error"
+            )
             return
         try:
             await self._say_cached(self._config.fallback_line, turn)
@@ -388,7 +524,7 @@ class CallSession:
             # The line was not cached and the TTS is down too: nothing can be said, so
             # hand the caller on (or hang up) rather than leave them in silence.
             log.error("Fallback line failed (%s); ending the call", exc)
-            self._begin_end("the fallback line could not be spoken", transfer=True)
+            self._begin_end("the fallback line could not be spoken", transfer=True, kind="error")
 
     async def _generate(self, turn: Turn, messages: list[Message]) -> None:
         """LLM and TTS side by side: sentence N is spoken while N+1 is being written."""
@@ -415,6 +551,8 @@ class CallSession:
         stream = llm.stream(messages, self._config.tools)
         try:
             async for event in stream:
+                if turn.llm_first_token_at is None:
+                    turn.llm_first_token_at = time.monotonic()
                 if isinstance(event, TextDelta):
                     for sentence in splitter.push(event.text):
                         llm_log.info('Sentence | text="%s"', sentence)
@@ -454,6 +592,8 @@ class CallSession:
         registered = False
         try:
             async for pcm in pcm_stream:
+                if turn.tts_first_audio_at is None:
+                    turn.tts_first_audio_at = time.monotonic()
                 for chunk in chunker.push(pcm):
                     if not registered:
                         turn.spans.append(span)
@@ -481,6 +621,16 @@ class CallSession:
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, time.monotonic())
         if text:
             turn.history_entry = self.history.add("assistant", text)
+        if turn.spans:
+            self._events.publish(
+                AgentSpeech(
+                    call_id=self.record.call_id,
+                    turn=turn.number,
+                    text=turn.reply_text(),
+                    heard=text,
+                    at_ms=self._at_ms(time.monotonic()),
+                )
+            )
 
     async def _hand_off(self) -> None:
         number = self._config.transfer_number
@@ -495,6 +645,8 @@ class CallSession:
         await self.playout.wait_played(limit_s=10.0)
         await self.playout.send_control(transfer(number))
         self.record.transferred_to = number
+        self.end_reason = self.end_reason or "transferred to a person"
+        self._end_kind = "transfer"
         ws_log.info("transfer sent | destination=%s", number)
 
     # -- end ------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ class Turn:
 
     user_text: str | None
     started: float
+    number: int = 0  # the call's turn count when it began; 0 for fixed lines
+    llm_first_token_at: float | None = None
+    tts_first_audio_at: float | None = None
+    failed: bool = False  # ended in the fallback line
     spans: list[SpokenSpan] = field(default_factory=list)
     first_audio_at: float | None = None
     transfer_requested: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from pipeline.events import CallerSpeech
+from pipeline.events import TurnTimings
 from server.security import tokens_match
 from server.state import AppState
 
@@ -48,14 +48,14 @@ def _may_read(request: Request, state: AppState, call_id: str) -> bool:
 
 def summarise(state: AppState, call_id: str) -> dict[str, Any]:
     heard = [
-        event.text
+        event.user_text
         for event in state.events.history(call_id)
-        if isinstance(event, CallerSpeech) and event.phase == "final"
+        if isinstance(event, TurnTimings) and event.user_text and event.outcome != "unheard"
     ]
     record = state.registry.get(call_id)
     return {
         "call_id": call_id,
-        "heard": heard,  # each utterance the server answered, as its STT transcribed it
+        "heard": heard,  # each utterance the server answered (a turn), as its STT heard it
         "turn_latencies_ms": list(record.turn_latencies_ms) if record else [],
         "transferred_to": record.transferred_to if record else None,
         "active": record.active if record else False,

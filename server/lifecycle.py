@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from config.logs import call_id_var, get_logger
+from pipeline.events import EndReason
 
 __all__ = ["DRAIN_REASON", "CallEnder", "Lifecycle", "LiveCalls"]
 
@@ -43,7 +44,7 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 class CallEnder(Protocol):
     """What the drain needs of a call: :meth:`pipeline.session.CallSession.end_call`."""
 
-    async def end_call(self, reason: str) -> None: ...
+    async def end_call(self, reason: str, *, kind: EndReason = "timeout") -> None: ...
 
 
 @dataclass(slots=True)
@@ -223,4 +224,4 @@ def _is_uvicorn_handler(handler: object) -> bool:
 
 async def _end_one(call_id: str, session: CallEnder) -> None:
     call_id_var.set(call_id)  # this task's own context: the goodbye logs under the call
-    await session.end_call(DRAIN_REASON)
+    await session.end_call(DRAIN_REASON, kind="agent_disconnect")

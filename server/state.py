@@ -28,6 +28,7 @@ class AppState:
     providers: Providers
     http: httpx.AsyncClient
     registry: CallRegistry = field(default_factory=CallRegistry)
+    events: CallEventHub = field(default_factory=CallEventHub)  # playground, records, metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)  # live calls, drain, readiness
     greeting_warmed: asyncio.Event = field(default_factory=asyncio.Event)  # /ready waits on it
@@ -37,7 +38,6 @@ class AppState:
     )
     choice: ProviderChoice | None = None  # which provider serves each stage
     local: LocalStack | None = None  # the keyless providers' pools and warm-up
-    events: CallEventHub = field(default_factory=CallEventHub)  # what happened on each call
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -267,6 +267,7 @@ async def _serve_call(websocket: WebSocket, state: AppState) -> None:
             send=outbound.send,
             sample_rate=rate,
             events=state.events,
+            language=state.settings.deepgram_language,
         )
         frames = _audio_frames(websocket, early_audio, outbound, state.settings.max_frame_bytes)
         try:

@@ -13,6 +13,14 @@ import time
 import pytest
 
 from audio.wav import read_wav_file
+from pipeline.events import (
+    AgentSpeech,
+    BargeIn,
+    CallEnded,
+    CallerSpeech,
+    CallStarted,
+    TurnTimings,
+)
 from server.simulator import StreamNodeClient
 from testkit import FakeProviders, llm
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
@@ -73,6 +81,39 @@ async def test_greeting_then_streamed_reply(
     record = server.state.registry.get("call-seed-1")
     assert record is not None and record.customer_number == "+919876543210"
     assert record.turns == 1 and len(record.turn_latencies_ms) == 1
+
+    # The same call as the vendor-free event feed tells it (playground, records, metrics).
+    hub = server.state.events
+    deadline = time.monotonic() + 5
+    while not any(e.kind == "call_ended" for e in hub.history("call-seed-1")):
+        assert time.monotonic() < deadline, "no CallEnded event"
+        await asyncio.sleep(0.02)
+    events = hub.history("call-seed-1")
+    started = events[0]
+    assert isinstance(started, CallStarted) and started.sample_rate == 16000
+    assert started.providers == {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+    finals = [e for e in events if isinstance(e, CallerSpeech) and e.phase == "final"]
+    assert [e.text for e in finals] == ["What time do you open tomorrow?"]
+    (timings,) = [e for e in events if isinstance(e, TurnTimings)]
+    assert timings.turn == 1 and timings.outcome == "answered"
+    assert timings.stt_final_ms is not None and timings.llm_first_token_ms is not None
+    assert timings.tts_first_audio_ms is not None and timings.first_audio_sent_ms is not None
+    assert (
+        timings.stt_final_ms
+        <= timings.llm_first_token_ms
+        <= timings.tts_first_audio_ms
+        <= timings.first_audio_sent_ms
+    )
+    spoken = [e for e in events if isinstance(e, AgentSpeech)]
+    assert [e.turn for e in spoken] == [0, 1]  # the greeting, then the reply
+    assert (
+        spoken[1].text
+        == spoken[1].heard
+        == ("We open at nine tomorrow. We close at six in the evening.")
+    )
+    ended = events[-1]
+    assert isinstance(ended, CallEnded) and ended.reason == "caller_hangup"
+    assert ended.turns == 1 and ended.barge_ins == 0
 
 
 LONG_REPLY = (
@@ -184,6 +225,12 @@ async def test_barge_in_kills_audio_cancels_turn_and_truncates_history(
     assert second.messages[-1] == {"role": "user", "content": "Wait, stop."}
     record = server.state.registry.get("call-barge")
     assert record is not None and record.barge_ins == 1
+    (barge,) = [e for e in server.state.events.history("call-barge") if isinstance(e, BargeIn)]
+    assert barge.turn == 1 and barge.heard_text == heard and barge.words
+    interrupted = [
+        e for e in server.state.events.history("call-barge") if isinstance(e, TurnTimings)
+    ]
+    assert interrupted[0].outcome == "interrupted"
 
 
 async def test_transfer_tool_speaks_hand_off_then_transfers(

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from pipeline.events import EndReason
 from server import voice
 from server.lifecycle import DRAIN_REASON, Lifecycle, LiveCalls
 from server.simulator import StreamNodeClient
@@ -32,7 +33,7 @@ class StandInSession:
         self.goodbye_s = goodbye_s
         self.reasons: list[str] = []
 
-    async def end_call(self, reason: str) -> None:
+    async def end_call(self, reason: str, *, kind: EndReason = "timeout") -> None:
         self.reasons.append(reason)
         await asyncio.sleep(self.goodbye_s)
         self.calls.release()
