@@ -16,7 +16,11 @@ COPY config ./config
 COPY kpi ./kpi
 COPY testkit ./testkit
 COPY bench ./bench
-RUN pip install . && useradd --create-home --uid 10001 agent
+COPY agents ./agents
+# Cloud-only by default; `--build-arg EXTRAS=local` adds the keyless local models
+# (piper-tts in it is GPL-3.0-or-later: see the README's dependency table).
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS:+[$EXTRAS]}" && useradd --create-home --uid 10001 agent
 USER agent
 
 EXPOSE 8000

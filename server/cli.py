@@ -128,7 +128,12 @@ def _add_call(sub: SubParsers) -> None:
         "--sample-rate", type=int, help="node sampling rate (default: the WAV's, else 16000)"
     )
     p.add_argument(
-        "--silence-after", type=float, default=3.0, metavar="S", help="seconds (default 3)"
+        "--silence-after",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds of silence after the WAV (default 5); the call then stays on while the "
+        "bot is still talking",
     )
     p.add_argument("--save-audio", type=Path, metavar="OUT.wav", help="write the bot's audio")
     p.add_argument("--no-realtime", action="store_true", help="send audio as fast as possible")

@@ -148,7 +148,8 @@ class LocalSTTStream:
                 self._audio_start += excess
         else:
             self._speculate()
-            if self._interim_ms > 0 and self._interim_for != self._utterances:
+            talking = self._detector.segmenter.silence_ms == 0  # a pause may be the end
+            if self._interim_ms > 0 and talking and self._interim_for != self._utterances:
                 heard_ms = (self._received - self._utterance_start) / self._bytes_per_ms
                 if heard_ms >= self._interim_ms + PREROLL_MS:
                     self._start_interim()
