@@ -41,7 +41,7 @@ from bench.stats import percentile, summary
 from server.simulator import CallerLine, StreamNodeClient
 
 FIXTURES = ROOT / "fixtures"
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "bench" / "results"  # keyless runs go to results/keyless/: another schema
 VOICE_AGENT = Path(sys.executable).with_name("voice-agent")
 UTTERANCES = ("ask_hours.wav", "question.wav", "hello.wav", "stop_question.wav")
 REPLY_BAR_MS = 2000.0
@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": models,
         "calls": calls,
     }
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "keyless").mkdir(exist_ok=True)
+    (RESULTS / "keyless" / f"{name}.json").write_text(json.dumps(result, indent=1))
     print(markdown(result))
     return 0
 

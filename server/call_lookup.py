@@ -51,9 +51,18 @@ async def fetch_health(ws_url: str) -> dict[str, Any] | None:
     return await fetch_json(f"{http_base(ws_url)}/health")
 
 
-def hung_up_early(counts: Mapping[str, int], replies: Sequence[float | None]) -> bool:
-    """The server disconnected and never answered the caller: only a greeting or apology."""
-    return counts.get("disconnect", 0) > 0 and not any(r is not None for r in replies)
+def hung_up_early(
+    counts: Mapping[str, int], replies: Sequence[float | None], heard: Sequence[str] | None
+) -> bool:
+    """The server disconnected without answering the caller (only a greeting or apology).
+
+    ``heard`` (the server's own account, when it gave one) wins over the reply timing.
+    """
+    if counts.get("disconnect", 0) == 0:
+        return False
+    if heard is not None:
+        return not heard
+    return not any(r is not None for r in replies)
 
 
 def unavailable_hint(health: Mapping[str, Any] | None) -> str:

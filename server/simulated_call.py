@@ -243,7 +243,7 @@ async def _ask_the_server(report: CallReport) -> None:
         heard = None if summary is None else summary.get("heard")
         if isinstance(heard, list):
             report.heard = [str(text) for text in heard]
-    if hung_up_early(report.counts, report.reply_latencies_ms):
+    if hung_up_early(report.counts, report.reply_latencies_ms, report.heard):
         report.hint = unavailable_hint(await fetch_health(report.url))
 
 
