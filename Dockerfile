@@ -16,6 +16,8 @@ COPY config ./config
 COPY kpi ./kpi
 COPY testkit ./testkit
 COPY bench ./bench
+COPY wire ./wire
+COPY streamnode ./streamnode
 COPY agents ./agents
 # Cloud-only by default; `--build-arg EXTRAS=local` adds the keyless local models
 # (piper-tts in it is GPL-3.0-or-later: see the README's dependency table).

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.simulated_call import load_caller_audio
-from server.simulator import CallEnded, CallerLine, ReceivedEvent, StreamNodeClient
+from streamnode.call import load_caller_audio
+from streamnode.caller_line import CallerLine
+from streamnode.client import CallEnded, ReceivedEvent, StreamNodeClient
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SAMPLE_RATE = 16000
@@ -112,8 +113,7 @@ async def one_call(
             if barge_every and turn % barge_every == 0 and time.monotonic() + 4.0 < deadline:
                 await asyncio.sleep(0.4)
                 line.say(speech["barge"])
-                await asyncio.sleep(0.03)
-                barge = BargeRecord(line.speech_started_at)
+                barge = BargeRecord(await line.speech_start(timeout=10))
                 record.barge_ins.append(barge)
                 kill = await node.wait_for("killAudio", after=reply.t, timeout=REPLY_TIMEOUT_S)
                 barge.kill_at = kill.t

@@ -38,7 +38,8 @@ import psutil
 from audio.wav import read_wav_file
 from bench.procs import ROOT, free_port, managed
 from bench.stats import percentile, summary
-from server.simulator import CallerLine, StreamNodeClient
+from streamnode.caller_line import CallerLine
+from streamnode.client import StreamNodeClient
 
 FIXTURES = ROOT / "fixtures"
 RESULTS = ROOT / "bench" / "results"  # keyless runs go to results/keyless/: another schema

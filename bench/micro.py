@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from config.settings import CartesiaSettings, DeepgramSettings, OpenAISettings
 from pipeline.agent import TRANSFER_TOOL
 from pipeline.providers.base import Message
 from pipeline.providers.cartesia_tts import CartesiaTTS
@@ -55,10 +56,9 @@ async def _per_call_ms(fn: Callable[[], Awaitable[int]], n: int) -> float:
 
 async def stt(env: Env, streams: int = 20, seconds: float = 10.0) -> dict[str, float]:
     provider = DeepgramSTT(
-        api_key=env["DEEPGRAM_API_KEY"],
-        base_url=env["DEEPGRAM_BASE_URL"],
-        model="nova-3",
-        language="en",
+        DeepgramSettings(
+            api_key=env["DEEPGRAM_API_KEY"], base_url=env["DEEPGRAM_BASE_URL"], language="en"
+        )
     )
     silence = bytes(640)
     speech = bytes(range(256)) * 2 + bytes(128)  # loud enough to count as speech
@@ -96,7 +96,7 @@ def _history() -> list[Message]:
 
 async def llm(env: Env, n: int = 200) -> dict[str, float]:
     base, key = env["OPENAI_BASE_URL"], env["OPENAI_API_KEY"]
-    provider = OpenAILLM(api_key=key, base_url=base, model="gpt-4o-mini")
+    provider = OpenAILLM(OpenAISettings(api_key=key, base_url=base, model="gpt-4o-mini"))
     messages, tools = _history(), [TRANSFER_TOOL]
     http = httpx.AsyncClient(timeout=10)
 
@@ -129,7 +129,7 @@ async def tts(env: Env, n: int = 150, text: str = "You said: hello there.") -> d
     http = httpx.AsyncClient(timeout=10)
     version = "2025-04-16"
     provider = CartesiaTTS(
-        http=http, api_key=key, voice_id=voice, base_url=base, model="sonic-3", version=version
+        CartesiaSettings(api_key=key, voice_id=voice, base_url=base, version=version), http=http
     )
     headers = {"X-API-Key": key, "Cartesia-Version": version, "Accept": "text/event-stream"}
 

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+_REPO = str(Path(__file__).resolve().parent.parent) + "/"
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
@@ -19,7 +20,7 @@ def _short(frame: str) -> str:
     if not m:
         return frame.strip()
     path = m["file"]
-    for marker in ("site-packages/", "/lib/python3.11/", "/work/main/", "/tmp/"):
+    for marker in ("site-packages/", "/lib/python3.11/", _REPO, "/tmp/"):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{m['func']} ({path})"

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 
 from . import procs
 from .join import figures

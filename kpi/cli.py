@@ -152,7 +152,7 @@ def _events(args: argparse.Namespace) -> int:
         return 2
 
     async def follow() -> None:
-        client = KnowlarityClient(KpiConfig.from_settings(settings))
+        client = KnowlarityClient(KpiConfig.from_settings(settings.knowlarity))
         async with client, aclosing(client.events()) as events:
             async for event in events:
                 sys.stdout.write(json.dumps(event.raw(), ensure_ascii=False) + "\n")
@@ -181,7 +181,7 @@ def _run(operation: Callable[[KnowlarityClient], Awaitable[Any]]) -> int:
         return 2
 
     async def once() -> Any:
-        async with KnowlarityClient(KpiConfig.from_settings(settings)) as client:
+        async with KnowlarityClient(KpiConfig.from_settings(settings.knowlarity)) as client:
             return await operation(client)
 
     try:
@@ -209,7 +209,7 @@ def _settings() -> Settings | None:
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return None
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.server.log_level, settings.secrets())
     return settings
 
 

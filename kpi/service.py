@@ -1,7 +1,8 @@
 """The server side of the adapter: the shared client, the background konnect consumer, a
 ring buffer of recent events, and matching of CDR/HANGUP events to this server's calls.
 
-The lead's app lifespan calls ``await service.start()`` and ``await service.aclose()``.
+The app's lifespan calls ``await service.start()`` and ``await service.aclose()``; the
+service uses the app's shared ``httpx.AsyncClient`` when given one.
 Matching is pure (``find_call``/``attach``) so it is tested without sockets.
 """
 
@@ -15,12 +16,14 @@ from collections.abc import Callable, Iterable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta, timezone
 
+import httpx
+
 from config.logs import get_logger
-from config.settings import Settings
+from config.settings import KnowlaritySettings
 from kpi.client import KnowlarityClient, KpiConfig
 from kpi.errors import ConfigError
 from kpi.models import CdrEvent, KonnectEvent, RecentEvent, TelephonyEvent, event_kind
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 
 log = get_logger("KONNECT")
 
@@ -34,17 +37,19 @@ _CDR_TIME = re.compile(
 class KpiService:
     def __init__(
         self,
-        settings: Settings,
+        settings: KnowlaritySettings,
         registry: CallRegistry,
         *,
         client: KnowlarityClient | None = None,
+        http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self._client = client
+        self._http = http  # the app's shared client; None: the client makes its own
         self._clock = clock
-        self._events: deque[RecentEvent] = deque(maxlen=settings.knowlarity_events_buffer)
+        self._events: deque[RecentEvent] = deque(maxlen=settings.events_buffer)
         self._task: asyncio.Task[None] | None = None
 
     # --- state -------------------------------------------------------------------------
@@ -119,7 +124,7 @@ class KpiService:
 
     def _shared_client(self) -> KnowlarityClient:
         if self._client is None:
-            self._client = KnowlarityClient(KpiConfig.from_settings(self.settings))
+            self._client = KnowlarityClient(KpiConfig.from_settings(self.settings), http=self._http)
         return self._client
 
     # --- events --------------------------------------------------------------------------

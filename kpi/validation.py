@@ -10,7 +10,6 @@ from kpi.errors import InputError
 
 CHANNELS = ("Basic", "Advance", "Premium", "Enterprise")
 Channel = Literal["Basic", "Advance", "Premium", "Enterprise"]
-Toggle = Literal["enable", "disable"]
 
 # E.164: a plus, then 8-15 digits; no country code starts with 0.
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
@@ -51,15 +50,6 @@ def channel(value: str) -> Channel:
     if known is not None:
         return known
     raise InputError("channel", f"{value!r} is not one of {', '.join(CHANNELS)}")
-
-
-def toggle(value: str) -> Toggle:
-    clean = value.strip().lower()
-    if clean == "enable":
-        return "enable"
-    if clean == "disable":
-        return "disable"
-    raise InputError("enable", f"{value!r} must be 'enable' or 'disable'")
 
 
 def numbers(values: list[str], field: str) -> list[str]:

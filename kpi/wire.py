@@ -1,12 +1,11 @@
-"""The Knowlarity account API's requests as plain data: bodies, queries, paging, backoff.
+"""The Knowlarity account API's requests as plain data: bodies, queries, paging.
 
 Pure and validated, so every request shape is unit-tested without a socket.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from kpi import validation
@@ -99,14 +98,6 @@ def next_page(meta: PageMeta | None, current: dict[str, str], count: int) -> dic
     if limit:
         following["limit"] = str(limit)
     return following
-
-
-def backoff_delay(
-    attempt: int, initial: float, cap: float, rand: Callable[[], float] = random.random
-) -> float:
-    """Capped exponential backoff with "equal jitter": in [ceiling/2, ceiling]."""
-    ceiling: float = min(cap, initial * float(2 ** min(attempt, 32)))
-    return ceiling / 2 + rand() * ceiling / 2
 
 
 def _as_int(value: object) -> int | None:

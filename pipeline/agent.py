@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.settings import Settings
+from config.settings import AgentSettings
 from pipeline.providers.base import ToolSpec
 
 TRANSFER_TOOL = ToolSpec(
@@ -27,7 +27,6 @@ class AgentConfig:
         "Sorry, our assistant is not available right now. Please call again later."
     )
     goodbye_line: str = "Thank you for calling. Goodbye!"
-    chunk_ms: int = 100
     barge_in_min_words: int = 1
     turn_deadline_s: float = 2.5  # retries stop here; the fallback line plays instead
     max_failed_turns: int = 3  # consecutive fallback lines before goodbye and hand-off
@@ -36,13 +35,12 @@ class AgentConfig:
     max_call_s: float = 3600.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AgentConfig:
+    def from_settings(cls, settings: AgentSettings) -> AgentConfig:
         return cls(
             greeting=settings.greeting,
             system_prompt=settings.system_prompt,
             transfer_number=settings.transfer_number,
             transfer_line=settings.transfer_line,
-            chunk_ms=settings.audio_chunk_ms,
             barge_in_min_words=settings.barge_in_min_words,
             goodbye_line=settings.goodbye_line,
             silence_timeout_s=settings.silence_timeout_s,

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from types import TracebackType
+from typing import Any, Self
 
 from config.logs import get_logger
 
 log = get_logger("SESSION")
+
+
+class Closing(abc.ABC):
+    """``async with obj:`` closes ``obj`` with :meth:`aclose` at the end of the block."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
@@ -24,7 +44,9 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
 
 
 async def aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close a provider stream now (its sockets too), not whenever it is collected."""
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    """Close a provider stream now (its sockets too), not whenever it is collected.
+
+    Provider streams are async generators; a plain iterator has nothing to close.
+    """
+    if isinstance(iterator, AsyncGenerator):
+        await iterator.aclose()

@@ -108,5 +108,15 @@ class InferencePool:
         job.add_done_callback(finished)
         return await asyncio.shield(job)
 
+    def stats(self) -> dict[str, float | int]:
+        return {
+            "workers": self.workers,
+            "jobs": self.jobs,
+            "waited": self.waited,
+            "waiting_now": self._waiting,
+            "busy_s": round(self.busy_s, 3),
+            "wait_s": round(self.wait_s, 3),
+        }
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

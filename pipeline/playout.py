@@ -1,26 +1,19 @@
-"""Outbound audio to the Stream Node, and the clock of what the caller has heard.
+"""Outbound audio to the caller's line, and the clock of what the caller has heard.
 
-Knowlarity queues ``playAudio`` events and plays them back to back, so the audio
-playing *now* is known from what was sent and when: each chunk starts when the previous
-one ends (or when it arrives, if the queue ran dry).
+The line (:class:`pipeline.line.LinePort`) queues audio and plays it back to back, so the
+audio playing *now* is known from what was sent and when: each chunk starts when the
+previous one ends (or when it arrives, if the queue ran dry).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from audio.chunker import PcmChunker, chunk_bytes
-from audio.wav import pcm_to_wav
-from config.logs import get_logger
-from server.protocol import kill_audio, play_audio_wav
-
-log = get_logger("KNOWLARITY")
-
-SendText = Callable[[str], Awaitable[None]]
+from pipeline.line import LinePort
 
 
 @dataclass(slots=True)
@@ -59,23 +52,18 @@ def heard_text(spans: list[SpokenSpan], at: float) -> str:
 
 
 class Playout:
-    def __init__(
-        self,
-        send: SendText,
-        sample_rate: int,
-        chunk_ms: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._send = send
+    """Sends to the line one at a time (audio, clear, transfer, hang-up never interleave)."""
+
+    def __init__(self, line: LinePort, clock: Callable[[], float] = time.monotonic) -> None:
+        self._line = line
         self._lock = asyncio.Lock()
-        self.sample_rate = sample_rate
-        self.chunk_bytes = chunk_bytes(sample_rate, chunk_ms)
-        self._bytes_per_s = sample_rate * 2
+        self.sample_rate = line.sample_rate
+        self.chunk_bytes = chunk_bytes(line.sample_rate, line.chunk_ms)
+        self._bytes_per_s = line.sample_rate * 2
         self._clock = clock
         self._playing_until = 0.0
         self.chunks_sent = 0
         self.audio_ms_sent = 0.0
-        self.kills = 0
 
     def chunker(self) -> PcmChunker:
         return PcmChunker(self.chunk_bytes)
@@ -91,10 +79,9 @@ class Playout:
         return max(0.0, self._playing_until - self._clock())
 
     async def send_pcm(self, pcm: bytes, span: SpokenSpan | None = None) -> None:
-        """Send one chunk as a ``playAudio`` WAV and advance the playback clock."""
+        """Play one chunk and advance the playback clock."""
         if not pcm:
             return
-        frame = play_audio_wav(pcm_to_wav(pcm, self.sample_rate))
         async with self._lock:
             now = self._clock()
             start = now if now > self._playing_until else self._playing_until
@@ -104,22 +91,23 @@ class Playout:
                 if not span.start:
                     span.start = start
                 span.end = self._playing_until
-            await self._send(frame)
+            await self._line.play(pcm)
             self.chunks_sent += 1
             self.audio_ms_sent += duration * 1000
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("Chunk %d sent | frame=%d chars", self.chunks_sent, len(frame))
 
     async def kill(self) -> None:
-        """Stop the caller's playback and clear Knowlarity's queue (barge-in)."""
+        """Stop the caller's playback and clear the line's queue (barge-in)."""
         async with self._lock:
             self._playing_until = self._clock()
-            await self._send(kill_audio())
-            self.kills += 1
+            await self._line.clear()
 
-    async def send_control(self, text: str) -> None:
+    async def transfer(self, number: str) -> None:
         async with self._lock:
-            await self._send(text)
+            await self._line.transfer(number)
+
+    async def hang_up(self) -> None:
+        async with self._lock:
+            await self._line.hang_up()
 
     async def wait_played(self, limit_s: float) -> None:
         """Sleep until the queued audio has played out (at most ``limit_s``)."""

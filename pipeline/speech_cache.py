@@ -10,7 +10,11 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
-from pipeline.providers.base import TextToSpeech
+from config.logs import get_logger
+from pipeline.providers.base import ProviderError, TextToSpeech
+from pipeline.retry import RetryPolicy
+
+log = get_logger("SESSION")
 
 
 class SpeechCache:
@@ -61,9 +65,29 @@ class SpeechCache:
         return pcm
 
 
+# A line that fails at start-up (a busy TTS, a timeout) is tried again: an apology that
+# was never cached is an apology that cannot play while the TTS is down.
+WARM_RETRY = RetryPolicy(base_s=0.25, cap_s=2.0, jitter="equal", max_attempts=4)
+
+
 async def warm_lines(
     cache: SpeechCache, tts: TextToSpeech, lines: list[str], rates: list[int]
 ) -> None:
     """Synthesise every (line, rate) pair; one failure does not stop the others."""
-    jobs = [cache.warm(tts, line, rate) for line in lines for rate in rates if line]
-    await asyncio.gather(*jobs, return_exceptions=True)
+    jobs = [_warm_one(cache, tts, line, rate) for line in lines for rate in rates if line]
+    await asyncio.gather(*jobs)
+
+
+async def _warm_one(cache: SpeechCache, tts: TextToSpeech, line: str, rate: int) -> None:
+    failures = 0
+    while True:
+        try:
+            await cache.warm(tts, line, rate)
+            return
+        except ProviderError as exc:
+            failures += 1
+            delay = WARM_RETRY.delay(failures, retry_after_s=exc.retry_after_s)
+            if delay is None:
+                log.error("Could not cache %r at %d Hz: %s", line[:40], rate, exc)
+                return
+            await asyncio.sleep(delay)

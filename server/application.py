@@ -23,10 +23,9 @@ from pipeline.agent import AgentConfig
 from pipeline.agent_file import AgentFile
 from pipeline.providers.base import ProviderError
 from pipeline.speech_cache import warm_lines
+from server import local_stack
 from server.call_summary import build_summary_router
-from server.local_stack import LocalStack, load_agent, local_installed
-from server.provider_choice import ProviderChoice, choose_providers
-from server.providers import build_providers
+from server.providers import build_providers, choose
 from server.security import UrlRedactingFilter
 from server.state import AppState
 from server.voice import handle_call, uvicorn_noise_filter
@@ -36,10 +35,11 @@ log = get_logger("SERVER")
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    setup_logging(settings.log_level, settings.secrets())
+    setup_logging(settings.server.log_level, settings.secrets())
     _tame_uvicorn_logs()
-    choice = choose_providers(settings, local_installed())
-    agent_file = load_agent(settings, choice)  # AgentFileError (file and line) stops start-up
+    local_stack.register()  # the keyless mode's builders, where the local extra is installed
+    choices = choose(settings)
+    agent_file = local_stack.load_agent(settings, choices)  # AgentFileError: file and line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,32 +47,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
-        agent = AgentConfig.from_settings(settings)
+        agent = AgentConfig.from_settings(settings.agent)
         if agent_file is not None:
             agent = agent_file.apply(agent)
-        local = LocalStack(settings, choice, agent_file) if choice.uses_local else None
+        providers = build_providers(settings, http, choices)
         state = AppState(
-            settings=settings,
-            agent=agent,
-            providers=build_providers(settings, http, choice, local),
-            http=http,
-            choice=choice,
-            local=local,
+            settings=settings, agent=agent, providers=providers, http=http, choices=choices
         )
         app.state.voice = state
-        kpi = KpiService(settings, state.registry)
+        kpi = KpiService(settings.knowlarity, state.registry, http=http)
         app.state.kpi = kpi
         await kpi.start()
-        _announce_providers(choice, agent_file)
-        if state.providers.tts is not None or local is not None:
+        _announce_providers(state, agent_file)
+        if state.providers.tts is not None or local_stack.needs_warming(state.providers):
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
         state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
         _announce_stream_security(settings)
-        if state.lifecycle.install_signal_handlers(settings.drain_seconds):
+        if state.lifecycle.install_signal_handlers(settings.server.drain_seconds):
             log.info(
-                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)", settings.drain_seconds
+                "SIGTERM drains calls for up to %.1f s (DRAIN_SECONDS)",
+                settings.server.drain_seconds,
             )
         try:
             yield
@@ -88,14 +84,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "status": "ok",
             "providers": {
-                "deepgram": settings.stt_configured,
-                "openai": settings.llm_configured,
-                "cartesia": settings.tts_configured,
+                "deepgram": settings.deepgram.configured,
+                "openai": settings.openai.configured,
+                "cartesia": settings.cartesia.configured,
             },
-            "missing": choice.missing_settings(),
-            "stages": {c.stage: {"provider": c.provider, "why": c.why} for c in choice.stages},
+            "stages": {stage: choice.provider for stage, choice in state.choices.items()},
+            "missing": state.missing(),
+            "reasons": {stage: choice.reason for stage, choice in state.choices.items()},
             "agent_file": None if agent_file is None else str(agent_file.path),
-            "local": None if state.local is None else state.local.stats(),
+            "local": local_stack.stats(state.providers),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -109,15 +106,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calls = state.lifecycle.calls.connections
         if state.lifecycle.draining:
             status = "draining"
-        elif choice.unavailable():
+        elif state.missing():
             status = "unavailable"  # a stage has no provider: calls would only hear an apology
         elif not state.greeting_warmed.is_set():
             status = "warming"  # the first calls would pay a TTS round trip for the greeting
-        elif calls >= settings.max_calls:
+        elif calls >= settings.stream.max_calls:
             status = "full"
         else:
             status = "ready"
-        body = {"status": status, "active_calls": calls, "max_calls": settings.max_calls}
+        body = {"status": status, "active_calls": calls, "max_calls": settings.stream.max_calls}
         return JSONResponse(body, status_code=200 if status == "ready" else 503)
 
     def get_kpi() -> KpiService:
@@ -154,14 +151,20 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
-def _announce_providers(choice: ProviderChoice, agent_file: AgentFile | None) -> None:
-    for stage in choice.stages:
-        if stage.provider is None:
-            log.warning("%s: none (%s)", stage.stage.upper(), stage.why)
+def _announce_providers(state: AppState, agent_file: AgentFile | None) -> None:
+    """One line per stage: what runs it and why (never a key)."""
+    for choice in state.choices.values():
+        if choice.provider is None:
+            log.warning("%s: none (%s)", choice.stage.upper(), choice.reason)
         else:
-            log.info("%s: %s (%s)", stage.stage.upper(), stage.provider, stage.why)
-    if choice.unavailable():
-        log.warning("Not ready: calls will hear that the agent is unavailable, then disconnect")
+            log.info("%s: %s (%s)", choice.stage.upper(), choice.provider, choice.reason)
+    if state.providers.missing():
+        spoken = "hear an apology" if state.providers.tts is not None else "be disconnected"
+        log.warning(
+            "Starting without %s: calls will %s",
+            "/".join(state.providers.missing()),
+            spoken,
+        )
     if agent_file is not None:
         log.info(
             "Agent file %s: %s, %d FAQ entries, transfers %s",
@@ -173,18 +176,18 @@ def _announce_providers(choice: ProviderChoice, agent_file: AgentFile | None) ->
 
 
 def _announce_stream_security(settings: Settings) -> None:
-    if not settings.voice_auth_configured:
+    if not settings.stream.auth_configured:
         log.warning("VOICE_WS_TOKEN is not set: anyone who finds /voice can open a stream")
-    if settings.voice_allowed_ips:
-        log.info("Streams only from %s", ", ".join(settings.voice_allowed_ips))
+    if settings.stream.voice_allowed_ips:
+        log.info("Streams only from %s", ", ".join(settings.stream.voice_allowed_ips))
 
 
 async def _warm(state: AppState) -> None:
     """Load the local models, then cache the fixed lines (the greeting first: calls wait on it)."""
     started = time.monotonic()
-    if state.local is not None:
+    if local_stack.needs_warming(state.providers):
         try:
-            await state.local.warm()
+            await local_stack.warm(state.providers)
         except Exception:  # a broken install: say so; calls then fail loudly, not silently
             log.exception("Warming the local models failed")
     tts = state.providers.tts
@@ -193,15 +196,14 @@ async def _warm(state: AppState) -> None:
         return
     cache = state.providers.cache
     # A server that cannot run a call greets nobody: its first words are the apology.
-    unavailable = state.choice is not None and bool(state.choice.unavailable())
-    first = state.agent.unavailable_line if unavailable else state.agent.greeting
+    first = state.agent.unavailable_line if state.missing() else state.agent.greeting
     try:
-        await cache.warm(tts, first, state.settings.sample_rate)
+        await cache.warm(tts, first, state.settings.stream.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:
         state.greeting_warmed.set()
-    rates = sorted({state.settings.sample_rate, 8000, 16000})
+    rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 

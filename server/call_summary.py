@@ -38,7 +38,7 @@ def build_summary_router() -> APIRouter:
 
 
 def _may_read(request: Request, state: AppState, call_id: str) -> bool:
-    token = state.settings.admin_api_token
+    token = state.settings.knowlarity.admin_api_token
     expected = token.get_secret_value().strip() if token is not None else ""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if expected and scheme.lower() == "bearer" and tokens_match(given.strip(), expected):
@@ -59,5 +59,5 @@ def summarise(state: AppState, call_id: str) -> dict[str, Any]:
         "turn_latencies_ms": list(record.turn_latencies_ms) if record else [],
         "transferred_to": record.transferred_to if record else None,
         "active": record.active if record else False,
-        "providers": {c.stage: c.provider for c in state.choice.stages} if state.choice else {},
+        "providers": {stage: choice.provider for stage, choice in state.choices.items()},
     }

@@ -42,7 +42,7 @@ SignalHandler = Callable[[int, FrameType | None], Any]
 
 
 class CallEnder(Protocol):
-    """What the drain needs of a call: :meth:`pipeline.session.CallSession.end_call`."""
+    """What the drain needs of a call: :meth:`pipeline.call.session.CallSession.end_call`."""
 
     async def end_call(self, reason: str, *, kind: EndReason = "timeout") -> None: ...
 

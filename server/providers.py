@@ -1,87 +1,128 @@
-"""Build the configured providers from settings (None where keys are missing)."""
+"""The composition root: which provider runs each stage, built once from the settings.
+
+Per stage, ``STT_PROVIDER`` / ``LLM_PROVIDER`` / ``TTS_PROVIDER`` choose:
+
+- a cloud provider by name (``deepgram``, ``openai``, ``cartesia``): used when its keys
+  are set, else the stage has no provider and calls hear an apology;
+- ``local``: a local provider from :data:`LOCAL_PROVIDERS` (the keyless mode's modules
+  register there); when none is installed the stage has none, and start-up says so;
+- ``auto`` (the default): the cloud provider when its keys are set, else the local one.
+
+:func:`choose` is the pure decision (tested on its own); :func:`build_providers` makes
+the providers it chose. Nothing else in the server names a vendor.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import httpx
 
 from config.settings import Settings
+from pipeline.call.providers import Providers
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
-from pipeline.session import Providers
 from pipeline.speech_cache import SpeechCache
-from server.local_stack import LocalStack
-from server.provider_choice import ProviderChoice
+
+Stage = Literal["stt", "llm", "tts"]
+STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
+CLOUD: dict[Stage, str] = {"stt": "deepgram", "llm": "openai", "tts": "cartesia"}
+_WHAT = {"stt": "speech recognition", "llm": "language model", "tts": "voice"}
+
+# The keyless mode's builders, by stage: each returns the stage's provider, made from the
+# settings. Empty unless local providers are installed (``pip install -e ".[local]"``).
+LOCAL_PROVIDERS: dict[Stage, Callable[[Settings], Any]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What runs one stage, and why (for the start-up log and ``/health``)."""
+
+    stage: Stage
+    wanted: str  # the setting: auto, local or a cloud provider's name
+    provider: str | None  # "deepgram", "local", ... or None: the stage cannot run
+    reason: str
+    missing: tuple[str, ...] = ()  # what would make it run: settings, or the local extra
+
+    @property
+    def setting(self) -> str:
+        return f"{self.stage.upper()}_PROVIDER"
+
+
+def choose(settings: Settings, local: frozenset[str] | None = None) -> dict[Stage, Choice]:
+    """The provider for every stage (``local``: the stages with a local provider installed)."""
+    installed = frozenset(LOCAL_PROVIDERS) if local is None else local
+    missing = {
+        "stt": settings.deepgram.missing(),
+        "llm": settings.openai.missing(),
+        "tts": settings.cartesia.missing(),
+    }
+    wanted = {
+        "stt": settings.providers.stt,
+        "llm": settings.providers.llm,
+        "tts": settings.providers.tts,
+    }
+    return {
+        stage: _choose(stage, wanted[stage], missing[stage], stage in installed) for stage in STAGES
+    }
+
+
+def _choose(stage: Stage, wanted: str, missing: list[str], local_installed: bool) -> Choice:
+    cloud = CLOUD[stage]
+    setting = f"{stage.upper()}_PROVIDER"
+    keys = " and ".join(missing)
+    no_local = f'no local {_WHAT[stage]} is installed (pip install -e ".[local]")'
+    if wanted in ("auto", cloud) and not missing:
+        return Choice(stage, wanted, cloud, "its keys are set")
+    if wanted == cloud:
+        return Choice(stage, wanted, None, f"{setting}={cloud} but {keys} is not set", (*missing,))
+    if local_installed:
+        why = f"{setting}=local" if wanted == "local" else f"{keys} not set"
+        return Choice(stage, wanted, "local", why)
+    if wanted == "local":
+        return Choice(stage, wanted, None, f"{setting}=local but {no_local}", (f"local {stage}",))
+    reason = f"set {keys}, or install a local {_WHAT[stage]}: {no_local}"
+    return Choice(stage, wanted, None, reason, (*missing,))
+
+
+def missing(choices: dict[Stage, Choice]) -> list[str]:
+    """What the stages that cannot run need, e.g. ``["DEEPGRAM_API_KEY"]``."""
+    return [item for choice in choices.values() for item in choice.missing]
 
 
 def build_providers(
-    settings: Settings,
-    http: httpx.AsyncClient,
-    choice: ProviderChoice,
-    local: LocalStack | None = None,
+    settings: Settings, http: httpx.AsyncClient, choices: dict[Stage, Choice] | None = None
 ) -> Providers:
-    """Each stage's chosen provider (see server/provider_choice.py); None where there is none."""
-    stt: SpeechToText | None = local.stt if local is not None else None
-    if choice.stt.provider == "deepgram":
-        assert settings.deepgram_api_key is not None
-        stt = DeepgramSTT(
-            api_key=settings.deepgram_api_key.get_secret_value(),
-            base_url=settings.deepgram_base_url,
-            model=settings.deepgram_model,
-            language=settings.deepgram_language,
-            endpointing_ms=settings.deepgram_endpointing_ms,
-            utterance_end_ms=settings.deepgram_utterance_end_ms,
-            keepalive_s=settings.deepgram_keepalive_s,
-            connect_timeout_s=settings.deepgram_connect_timeout_s,
-            stall_timeout_s=settings.deepgram_stall_timeout_s,
-            max_outage_s=settings.deepgram_max_outage_s,
-        )
-    llm: LanguageModel | None = local.llm if local is not None else None
-    if choice.llm.provider == "openai":
+    choices = choices or choose(settings)
+    stt: SpeechToText | None = None
+    llm: LanguageModel | None = None
+    tts: TextToSpeech | None = None
+    if choices["stt"].provider == "deepgram":
+        stt = DeepgramSTT(settings.deepgram)
+    elif choices["stt"].provider == "local":
+        stt = LOCAL_PROVIDERS["stt"](settings)
+    if choices["llm"].provider == "openai":
         llm = build_llm(settings)
-    tts: TextToSpeech | None = local.tts if local is not None else None
-    if choice.tts.provider == "cartesia":
-        assert settings.cartesia_api_key is not None and settings.cartesia_voice_id is not None
-        tts = CartesiaTTS(
-            http=http,
-            api_key=settings.cartesia_api_key.get_secret_value(),
-            voice_id=settings.cartesia_voice_id,
-            base_url=settings.cartesia_base_url,
-            model=settings.cartesia_model,
-            version=settings.cartesia_version,
-            language=settings.cartesia_language,
-            connect_timeout_s=settings.cartesia_connect_timeout_s,
-            first_audio_timeout_s=settings.cartesia_first_audio_timeout_s,
-            idle_timeout_s=settings.cartesia_idle_timeout_s,
-        )
-    return Providers(stt=stt, llm=llm, tts=tts, cache=SpeechCache(settings.greeting_cache_size))
+    elif choices["llm"].provider == "local":
+        llm = LOCAL_PROVIDERS["llm"](settings)
+    if choices["tts"].provider == "cartesia":
+        tts = CartesiaTTS(settings.cartesia, http=http)
+    elif choices["tts"].provider == "local":
+        tts = LOCAL_PROVIDERS["tts"](settings)
+    return Providers(
+        stt=stt, llm=llm, tts=tts, cache=SpeechCache(settings.agent.greeting_cache_size)
+    )
 
 
 def build_llm(settings: Settings) -> LanguageModel:
     """The primary OpenAI-compatible model, wrapped with the fallback endpoint if set."""
-    assert settings.openai_api_key is not None
-    key = settings.openai_api_key.get_secret_value()
-    primary = _openai(settings, "openai", key, settings.openai_base_url, settings.openai_model)
-    fallback_url = settings.openai_fallback_base_url
-    if fallback_url is None:
+    primary = OpenAILLM(settings.openai)
+    fallback = settings.openai.fallback()
+    if fallback is None:
         return primary
-    model = settings.openai_fallback_model or settings.openai_model
-    fallback_key = settings.openai_fallback_key()
-    fallback = _openai(settings, "openai-fallback", fallback_key, fallback_url, model)
-    return FailoverLLM(primary, fallback)
-
-
-def _openai(settings: Settings, name: str, api_key: str, base_url: str, model: str) -> OpenAILLM:
-    return OpenAILLM(
-        api_key=api_key,
-        base_url=base_url,
-        model=model,
-        temperature=settings.openai_temperature,
-        max_tokens=settings.openai_max_tokens,
-        connect_timeout_s=settings.openai_connect_timeout_s,
-        first_token_timeout_s=settings.openai_first_token_timeout_s,
-        idle_timeout_s=settings.openai_idle_timeout_s,
-        name=name,
-    )
+    return FailoverLLM(primary, OpenAILLM(fallback, name="openai-fallback"))

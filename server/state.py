@@ -13,12 +13,11 @@ import httpx
 
 from config.settings import Settings
 from pipeline.agent import AgentConfig
+from pipeline.call.providers import Providers
+from pipeline.call_record import CallRegistry
 from pipeline.events import CallEventHub
-from pipeline.session import Providers
 from server.lifecycle import Lifecycle
-from server.local_stack import LocalStack
-from server.provider_choice import ProviderChoice
-from server.registry import CallRegistry
+from server.providers import Choice, Stage, missing
 
 
 @dataclass(slots=True)
@@ -27,6 +26,7 @@ class AppState:
     agent: AgentConfig
     providers: Providers
     http: httpx.AsyncClient
+    choices: dict[Stage, Choice] = field(default_factory=dict)  # what runs each stage, why
     registry: CallRegistry = field(default_factory=CallRegistry)
     events: CallEventHub = field(default_factory=CallEventHub)  # playground, records, metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -36,8 +36,10 @@ class AppState:
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)
     )
-    choice: ProviderChoice | None = None  # which provider serves each stage
-    local: LocalStack | None = None  # the keyless providers' pools and warm-up
+
+    def missing(self) -> list[str]:
+        """What a live call still lacks (settings, or the local extra); empty when ready."""
+        return missing(self.choices)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -51,9 +53,5 @@ class AppState:
         for task in list(self.background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        llm_close = getattr(self.providers.llm, "aclose", None)
-        if llm_close is not None:
-            await llm_close()
+        await self.providers.aclose()
         await self.http.aclose()
-        if self.local is not None:
-            self.local.close()

@@ -3,8 +3,8 @@
 The audio is a deterministic tone (speech-level, so the fake Deepgram hears it as speech
 if it is looped back) whose length is proportional to the transcript. It is cut into
 sample-aligned chunks of deliberately uneven sizes (37/53/81 ms by default, never a
-multiple of 100 ms) so clients cannot rely on a chunk size. Shapes follow
-/work/shared/PROVIDERS.md.
+multiple of 100 ms) so clients cannot rely on a chunk size. Shapes follow Cartesia's
+``/tts/sse`` API (``chunk`` / ``done`` / ``error`` events, base64 ``pcm_s16le``).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ RMS is above the threshold is speech; a run of ``min_speech_ms`` of speech start
 segment, which takes the next scripted transcript. While speech continues, interim
 Results reveal the transcript word by word; ``endpointing`` ms of silence ends it with a
 final (``speech_final``), and ``utterance_end_ms`` of silence after the last word sends
-UtteranceEnd. Message shapes follow /work/shared/PROVIDERS.md and the deepgram-sdk v7
-``ListenV1*`` types.
+UtteranceEnd. Message shapes follow Deepgram's live ``/v1/listen`` API as typed by the
+deepgram-sdk v7 ``ListenV1*`` models.
 """
 
 from __future__ import annotations

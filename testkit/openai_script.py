@@ -2,7 +2,8 @@
 
 A :data:`Reply` is turned into a :class:`StreamPlan` -- a list of ``(delay_s, bytes)``
 writes plus how the stream ends -- by :func:`plan_stream`; the server only sleeps and
-writes. Chunk shapes follow /work/shared/PROVIDERS.md (openai 3.57 ``ChatCompletionChunk``).
+writes. Chunk shapes follow the chat completions streaming API (openai 3.57's
+``ChatCompletionChunk``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,54 @@
-"""Helpers for tests that place calls through the Stream Node simulator."""
+"""The shared set-up of calls through the Stream Node simulator (e2e and fault tests)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
-from server.simulator import CallerLine, StreamNodeClient
+from audio.wav import read_wav_file
+from streamnode.caller_line import CallerLine
+from streamnode.client import StreamNodeClient
 
-__all__ = ["CallerLine", "wait_until_quiet"]
+__all__ = [
+    "FIXTURES",
+    "CallerLine",
+    "eventually",
+    "fixture_pcm",
+    "live_call",
+    "session_tasks",
+    "wait_until_quiet",
+]
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def fixture_pcm(name: str) -> bytes:
+    """The PCM of a speech fixture (16-bit mono WAV in ``fixtures/``)."""
+    return read_wav_file(FIXTURES / name).pcm
+
+
+async def eventually(probe: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    """Poll ``probe`` until it holds (for state that has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while not probe():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def live_call(
+    url: str, call_id: str, sample_rate: int = 16000
+) -> AsyncIterator[tuple[StreamNodeClient, CallerLine]]:
+    """A connected call, past its greeting, with the caller line streaming silence."""
+    async with StreamNodeClient(sample_rate=sample_rate) as node:
+        await node.connect(url)
+        await node.send_metadata({"callid": call_id})
+        async with CallerLine(node, sample_rate) as line:
+            await node.wait_for("playAudio", timeout=5)
+            await wait_until_quiet(node)
+            yield node, line
 
 
 async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> None:  # noqa: ASYNC109

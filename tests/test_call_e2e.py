@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from audio.wav import read_wav_file
 from pipeline.events import (
     AgentSpeech,
     BargeIn,
@@ -21,19 +20,15 @@ from pipeline.events import (
     CallStarted,
     TurnTimings,
 )
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import FakeProviders, llm
-from tests.caller import CallerLine, session_tasks, wait_until_quiet
-from tests.conftest import FIXTURES, StartServer
+from tests.caller import CallerLine, fixture_pcm, live_call, session_tasks, wait_until_quiet
+from tests.conftest import StartServer
 
 SEED_METADATA = json.dumps(
     "{'callid': 'call-seed-1', 'virtual_number': '+911234567890', "
     "'customer_number': '+919876543210', 'call_type': 'inbound'}"
 )
-
-
-def fixture_pcm(name: str) -> bytes:
-    return read_wav_file(FIXTURES / name).pcm
 
 
 async def test_greeting_then_streamed_reply(
@@ -194,22 +189,17 @@ async def test_barge_in_kills_audio_cancels_turn_and_truncates_history(
     server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.extend(["When are you open?", "Wait, stop."])
     fakes.openai.replies.extend([llm.Text(LONG_REPLY, per_token_ms=5), llm.Text("Sure.")])
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-barge"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("question.wav"))
-            first = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            reply = await node.wait_for("playAudio", after=first.received_at, timeout=5)
-            await asyncio.sleep(max(0.0, reply.t + 1.5 - time.monotonic()))
-            assert node.is_playing
-            line.say(fixture_pcm("stop.wav"))
-            kill = await node.wait_for("killAudio", timeout=5)
-            second = (await fakes.openai.wait_for_requests(2, timeout_s=10))[1]
-            await node.wait_for("playAudio", after=second.received_at, timeout=5)
-            await wait_until_quiet(node)
+    async with live_call(server.url, "call-barge") as (node, line):
+        line.say(fixture_pcm("question.wav"))
+        first = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        reply = await node.wait_for("playAudio", after=first.received_at, timeout=5)
+        await asyncio.sleep(max(0.0, reply.t + 1.5 - time.monotonic()))
+        assert node.is_playing
+        line.say(fixture_pcm("stop.wav"))
+        kill = await node.wait_for("killAudio", timeout=5)
+        second = (await fakes.openai.wait_for_requests(2, timeout_s=10))[1]
+        await node.wait_for("playAudio", after=second.received_at, timeout=5)
+        await wait_until_quiet(node)
 
     assert node.counts["killAudio"] == 1
     # Nothing of the cancelled turn may follow the killAudio.
@@ -239,20 +229,15 @@ async def test_transfer_tool_speaks_hand_off_then_transfers(
     server = await start_server(greeting="Hello.", transfer_number="+919000000001")
     fakes.deepgram.utterances.extend(["Can I talk to a human please?", "Hello?"])
     fakes.openai.replies.append(llm.Tool("transfer_to_agent"))
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-transfer"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("transfer.wav"))
-            request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            handoff = await node.wait_for("playAudio", after=request.received_at, timeout=5)
-            moved = await node.wait_for("transfer", timeout=10)
-            # After the transfer no further turn may start.
-            line.say(fixture_pcm("question.wav"))
-            await line.said()
-            await asyncio.sleep(0.6)
+    async with live_call(server.url, "call-transfer") as (node, line):
+        line.say(fixture_pcm("transfer.wav"))
+        request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        handoff = await node.wait_for("playAudio", after=request.received_at, timeout=5)
+        moved = await node.wait_for("transfer", timeout=10)
+        # After the transfer no further turn may start.
+        line.say(fixture_pcm("question.wav"))
+        await line.said()
+        await asyncio.sleep(0.6)
 
     assert moved.destination == "+919000000001"
     plays = [e for e in node.events if e.kind == "playAudio" and e.t >= handoff.t]
@@ -318,17 +303,12 @@ async def test_hang_up_mid_reply_leaves_nothing_behind(
     server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.append("When are you open?")
     fakes.openai.replies.append(llm.Text(LONG_REPLY, per_token_ms=60))
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": "call-hangup"})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            line.say(fixture_pcm("question.wav"))
-            request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
-            await node.wait_for("playAudio", after=request.received_at, timeout=5)
-            await line.hang_up()
-            await node.close()
+    async with live_call(server.url, "call-hangup") as (node, line):
+        line.say(fixture_pcm("question.wav"))
+        request = (await fakes.openai.wait_for_requests(1, timeout_s=10))[0]
+        await node.wait_for("playAudio", after=request.received_at, timeout=5)
+        await line.hang_up()
+        await node.close()
 
     async with asyncio.timeout(5):
         while server.state.registry.active() or session_tasks():  # noqa: ASYNC110

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.call_lookup import LOCAL_INSTALL, http_base, hung_up_early, unavailable_hint
+from streamnode.lookup import LOCAL_INSTALL, http_base, hung_up_early, unavailable_hint
 
 
 @pytest.mark.parametrize(
@@ -32,11 +32,12 @@ def test_hung_up_early_means_a_disconnect_and_no_reply() -> None:
 
 def test_the_hint_names_the_stage_and_the_fix() -> None:
     health = {
-        "stages": {
-            "stt": {"provider": None, "why": "auto: no deepgram (DEEPGRAM_API_KEY not set)"},
-            "llm": {"provider": "local", "why": "auto: local"},
-            "tts": {"provider": "local", "why": "auto: local"},
-        }
+        "stages": {"stt": None, "llm": "local", "tts": "local"},
+        "reasons": {
+            "stt": "auto: no deepgram (DEEPGRAM_API_KEY not set)",
+            "llm": "auto: local",
+            "tts": "auto: local",
+        },
     }
     hint = unavailable_hint(health)
     assert hint.startswith("the server cannot run a call: STT: auto: no deepgram")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from config.settings import CartesiaSettings
 from pipeline.providers.base import ProviderError, ProviderTimeout
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from testkit import FakeCartesia
@@ -27,8 +28,7 @@ async def fake() -> AsyncIterator[FakeCartesia]:
 @pytest.fixture
 async def tts(fake: FakeCartesia) -> AsyncIterator[CartesiaTTS]:
     async with httpx.AsyncClient() as http:
-        yield CartesiaTTS(
-            http=http,
+        settings = CartesiaSettings(
             api_key=KEY,
             voice_id="voice-1",
             base_url=fake.base_url,
@@ -37,6 +37,7 @@ async def tts(fake: FakeCartesia) -> AsyncIterator[CartesiaTTS]:
             first_audio_timeout_s=1.0,
             idle_timeout_s=0.3,
         )
+        yield CartesiaTTS(settings, http=http)
 
 
 async def synthesize(tts: CartesiaTTS, rate: int, into: list[bytes] | None = None) -> list[bytes]:

@@ -10,10 +10,8 @@ without sockets at the bottom.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,33 +19,39 @@ import httpx2
 import openai
 import pytest
 
-from audio.wav import read_wav_file
 from pipeline.agent import AgentConfig
+from pipeline.call.providers import Providers
+from pipeline.call.reply import retry_delay
+from pipeline.call.session import CallSession
+from pipeline.call_record import CallRecord
 from pipeline.providers.base import (
     LLMEvent,
-    Message,
     ProviderError,
     ProviderTimeout,
     STTEvent,
     STTEventKind,
     TextDelta,
-    ToolSpec,
     retry_after_s,
     retryable_status,
 )
 from pipeline.providers.cartesia_tts import _error_event, error_from_response
 from pipeline.providers.deepgram_stt import _Unanswered, is_speech
 from pipeline.providers.failover_llm import FailoverLLM
-from pipeline.providers.openai_llm import OpenAILLM, map_error
-from pipeline.session import CallSession, Providers
+from pipeline.providers.openai_llm import map_error
+from pipeline.retry import PhaseClock
 from pipeline.speech_cache import SpeechCache
-from pipeline.turn import retry_delay
-from server.protocol import disconnect, transfer
-from server.registry import CallRecord
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
-from tests.caller import CallerLine, session_tasks, wait_until_quiet
-from tests.conftest import FIXTURES, StartServer, VoiceServer
+from testkit.memory import MemoryLine, ScriptedLLM, ScriptedSTT, ToneTTS
+from tests.caller import (
+    CallerLine,
+    eventually,
+    fixture_pcm,
+    live_call,
+    session_tasks,
+    wait_until_quiet,
+)
+from tests.conftest import StartServer, VoiceServer
 
 SPEECH_WITHIN_S = 3.0  # the product requirement, not a tuning knob
 QUESTION = "What time do you open tomorrow?"
@@ -62,16 +66,6 @@ FAST = {
 }
 
 
-def fixture_pcm(name: str) -> bytes:
-    return read_wav_file(FIXTURES / name).pcm
-
-
-async def eventually(probe: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not probe():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-
 async def start(fakes: FakeProviders, start_server: StartServer, **overrides: Any) -> VoiceServer:
     """Our server with short timeouts, once its fixed lines are cached."""
     # Shorter synthetic speech keeps the suite fast; it changes no protocol behaviour.
@@ -81,20 +75,6 @@ async def start(fakes: FakeProviders, start_server: StartServer, **overrides: An
     # Faults queued before the warm-up finished would hit the warm-up instead of the call.
     await eventually(lambda: len(server.state.providers.cache) >= lines)
     return server
-
-
-@contextlib.asynccontextmanager
-async def live_call(
-    server: VoiceServer, call_id: str
-) -> AsyncIterator[tuple[StreamNodeClient, CallerLine]]:
-    """A connected call, past its greeting, with the caller line streaming silence."""
-    async with StreamNodeClient(sample_rate=16000) as node:
-        await node.connect(server.url)
-        await node.send_metadata({"callid": call_id})
-        async with CallerLine(node, 16000) as line:
-            await node.wait_for("playAudio", timeout=5)
-            await wait_until_quiet(node)
-            yield node, line
 
 
 async def ask(node: StreamNodeClient, line: CallerLine, pcm: bytes) -> tuple[float, float]:
@@ -173,7 +153,7 @@ async def test_deepgram_closes_1011_mid_utterance_reconnects_and_answers(
     # Audio time on the socket: ~0.3 s of greeting, then speech from ~0.6 s to ~2.3 s.
     fakes.deepgram.close_after_audio_s = 1.3
     server = await start(fakes, start_server)
-    async with live_call(server, "call-dg-1011") as (node, line):
+    async with live_call(server.url, "call-dg-1011") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("question.wav"))
         await wait_until_quiet(node)
     report("deepgram 1011 mid-utterance", latency)
@@ -193,7 +173,7 @@ async def test_deepgram_stall_is_a_dead_stream_reconnect_and_replay(
     fakes.openai.replies.append(llm.Text(ANSWER))
     server = await start(fakes, start_server)
     question = fixture_pcm("question.wav")
-    async with live_call(server, "call-dg-stall") as (node, line):
+    async with live_call(server.url, "call-dg-stall") as (node, line):
         fakes.deepgram.stall = True  # audio is accepted, nothing comes back
         line.say(question)
         await fakes.deepgram.wait_for_connections(2, timeout_s=10)
@@ -264,7 +244,7 @@ async def test_deepgram_stalled_on_every_socket_ends_with_apology(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
     server = await start(fakes, start_server, deepgram_max_outage_s=1.0)
-    async with live_call(server, "call-dg-stuck") as (node, line):
+    async with live_call(server.url, "call-dg-stuck") as (node, line):
         fakes.deepgram.stall = True  # and it stays stalled
         ended, latency = await ask(node, line, fixture_pcm("question.wav"))
         gone = await node.wait_for("disconnect", timeout=10)
@@ -294,7 +274,7 @@ async def test_openai_fault_is_retried_within_the_turn(
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([fault, llm.Text(ANSWER)])
     server = await start(fakes, start_server)
-    async with live_call(server, "call-openai") as (node, line):
+    async with live_call(server.url, "call-openai") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report(f"openai {type(fault).__name__}", latency)
@@ -317,7 +297,7 @@ async def test_openai_429_asking_for_more_than_the_turn_has_apologises_at_once(
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([llm.HttpError(429, retry_after_s=30), llm.Text(ANSWER)])
     server = await start(fakes, start_server)
-    async with live_call(server, "call-openai-429-long") as (node, line):
+    async with live_call(server.url, "call-openai-429-long") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report("openai 429 retry-after 30 s (fallback line)", latency)
@@ -343,7 +323,7 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
             openai_fallback_model="backup-model",
             openai_fallback_api_key="fallback-key",
         )
-        async with live_call(server, "call-failover") as (node, line):
+        async with live_call(server.url, "call-failover") as (node, line):
             _, latency = await ask(node, line, fixture_pcm("stop.wav"))
             await wait_until_quiet(node)
         report("openai failover (primary stall)", latency)
@@ -374,7 +354,7 @@ async def test_cartesia_fault_before_audio_is_retried(
     fakes.openai.replies.extend([llm.Text(ANSWER), llm.Text(ANSWER)])
     server = await start(fakes, start_server)
     fakes.cartesia.faults.append(fault)
-    async with live_call(server, "call-cartesia") as (node, line):
+    async with live_call(server.url, "call-cartesia") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
     report(f"cartesia {type(fault).__name__}", latency)
@@ -393,7 +373,7 @@ async def test_cartesia_stall_mid_stream_then_fallback_line(
     server = await start(fakes, start_server)
     # 171 ms of audio, then silence: one 100 ms chunk reaches the caller before the stall.
     fakes.cartesia.faults.append(tts.Stall(after_chunks=3))
-    async with live_call(server, "call-tts-stall") as (node, line):
+    async with live_call(server.url, "call-tts-stall") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         (stalled,) = [r for r in fakes.cartesia.requests if r.transcript == ANSWER]
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
@@ -416,7 +396,7 @@ async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
     fakes.openai.replies.extend([llm.Text(ANSWER)] * 8)
     server = await start(fakes, start_server)
     fakes.cartesia.faults.extend([tts.HttpError(503)] * 50)
-    async with live_call(server, "call-tts-down") as (node, line):
+    async with live_call(server.url, "call-tts-down") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
@@ -436,7 +416,7 @@ async def test_uncached_fallback_with_tts_down_ends_the_call_instead_of_silence(
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     server = await start(fakes, start_server)
-    async with live_call(server, "call-no-cache") as (node, line):
+    async with live_call(server.url, "call-no-cache") as (node, line):
         server.state.providers.cache.clear()  # e.g. the warm-up failed at start-up
         fakes.cartesia.faults.extend([tts.HttpError(500)] * 50)
         line.say(fixture_pcm("stop.wav"))
@@ -457,7 +437,7 @@ async def test_consecutive_failed_turns_end_with_goodbye_then_transfer(
     fakes.deepgram.utterances.extend([QUESTION, QUESTION])
     fakes.openai.replies.extend([llm.HttpError(401), llm.HttpError(401)])  # not retryable
     server = await start(fakes, start_server, max_failed_turns=2, transfer_number="+919000000001")
-    async with live_call(server, "call-give-up") as (node, line):
+    async with live_call(server.url, "call-give-up") as (node, line):
         first_end, first = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
         second_end, second = await ask(node, line, fixture_pcm("stop.wav"))
@@ -542,27 +522,20 @@ def test_cartesia_errors_map_into_the_tree() -> None:
 
 
 async def test_openai_first_token_and_idle_timeouts_are_chained_provider_timeouts() -> None:
-    model = OpenAILLM(
-        api_key="k",
-        base_url="http://127.0.0.1:9/v1",
-        model="m",
-        first_token_timeout_s=0.05,
-        idle_timeout_s=0.05,
-    )
-
     async def silent() -> AsyncGenerator[int, None]:
         await asyncio.sleep(1)
         yield 1
 
-    loop = asyncio.get_running_loop()
     for waiting_first, phase in ((True, "first_token"), (False, "idle")):
+        clock = PhaseClock("openai", "first_token", 0.05, 0.05)
+        if not waiting_first:
+            clock.result()
         chunks = silent()
         with pytest.raises(ProviderTimeout) as caught:
-            await model._next_chunk(chunks, loop.time() + 0.05, waiting_first)
+            await clock.next(chunks)
         await chunks.aclose()
         assert caught.value.phase == phase and caught.value.retryable
         assert isinstance(caught.value.__cause__, TimeoutError)
-    await model.aclose()
 
 
 def test_retry_delay_backs_off_inside_the_deadline_and_never_after_audio() -> None:
@@ -630,160 +603,78 @@ def test_stall_check_arms_only_after_enough_unanswered_speech() -> None:
     assert list(small.frames) == [bytes([3]) * 640, bytes([4]) * 640] and small.since == 0.0
 
 
-Outcome = str | ProviderError | tuple[str, ProviderError]  # text, failure, or text then failure
-
-
-class _ScriptedLLM:
-    """Per call, the next scripted outcome."""
-
-    def __init__(self, name: str, script: Sequence[Outcome]) -> None:
-        self.name = name
-        self.script: deque[Outcome] = deque(script)
-        self.calls = 0
-
-    async def stream(
-        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
-    ) -> AsyncIterator[LLMEvent]:
-        self.calls += 1
-        outcome = self.script.popleft()
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        text, failure = outcome if isinstance(outcome, tuple) else (outcome, None)
-        yield TextDelta(text)
-        if failure is not None:
-            raise failure
-
-
 async def _collect(stream: AsyncIterator[LLMEvent]) -> str:
     return "".join(e.text for e in [event async for event in stream] if isinstance(e, TextDelta))
 
 
 async def test_failover_only_before_the_first_token_then_skips_primary_for_a_while() -> None:
     down = ProviderError("primary", "HTTP 500", retryable=True, status=500)
-    primary = _ScriptedLLM("primary", [down, ("spoken", down)])
-    backup = _ScriptedLLM("backup", ["from backup", "again backup"])
+    primary = ScriptedLLM([down, ("spoken", down)], name="primary")
+    backup = ScriptedLLM(["from backup", "again backup"], name="backup")
     model = FailoverLLM(primary, backup, cooldown_s=60.0)
     assert await _collect(model.stream([], [])) == "from backup"
     # Within the cool-down the primary is not asked at all.
     assert await _collect(model.stream([], [])) == "again backup"
     assert primary.calls == 1
     # After it: a failure once the primary has spoken is the primary's; no failover.
-    model._primary_down_until = 0.0
+    model.primary_down_until = 0.0
     with pytest.raises(ProviderError) as caught:
         await _collect(model.stream([], []))
     assert caught.value is down and backup.calls == 2
 
 
-class _MemorySTT:
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[STTEvent | None] = asyncio.Queue()
-
-    @contextlib.asynccontextmanager
-    async def stream(self, sample_rate: int) -> AsyncIterator[_MemorySTT]:
-        try:
-            yield self
-        finally:
-            self.queue.put_nowait(None)
-
-    def send_audio(self, pcm: bytes) -> None:
-        pass
-
-    async def events(self) -> AsyncIterator[STTEvent]:
-        while (event := await self.queue.get()) is not None:
-            yield event
-
-
-class _SilentTTS:
-    name = "silent"
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
-        return (self.name, str(sample_rate), text)
-
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        self.texts.append(text)
-        yield bytes(sample_rate * 2 // 20)  # 50 ms
-
-
 async def test_failed_turn_count_resets_on_success_and_ends_the_call_at_the_limit() -> None:
     refused = ProviderError("memory", "HTTP 401", retryable=False, status=401)
-    stt, speech = _MemorySTT(), _SilentTTS()
-    model = _ScriptedLLM("memory", [refused, "Fine.", refused, refused])
+    stt, speech = ScriptedSTT(), ToneTTS()
+    model = ScriptedLLM([refused, "Fine.", refused, refused])
     config = AgentConfig(greeting="Hi.", system_prompt="", max_failed_turns=2)
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    line = MemoryLine()
     session = CallSession(
         record=CallRecord("call-count"),
         config=config,
         # No cache: every line is synthesised, so the TTS sees the whole conversation.
         providers=Providers(stt=stt, llm=model, tts=speech, cache=SpeechCache(max_entries=0)),
-        send=send,
-        sample_rate=16000,
+        line=line,
     )
-    caller_audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def audio() -> AsyncIterator[bytes]:
-        while (pcm := await caller_audio.get()) is not None:
-            yield pcm
-
-    call = asyncio.create_task(session.run(audio()))
+    call = asyncio.create_task(session.run())
     expected = ["Hi.", config.fallback_line, "Fine.", config.fallback_line, config.goodbye_line]
     for turn in range(1, 5):
 
         def ready(lines: int = turn) -> bool:  # the greeting, then one line per turn so far
-            return len(speech.texts) >= lines and not session._bot_busy()
+            return len(speech.texts) >= lines and not session.bot_busy()
 
         await eventually(ready)
         await stt.queue.put(STTEvent(STTEventKind.FINAL, f"words {turn}", speech_final=True))
-    await eventually(lambda: disconnect() in sent)
+    await eventually(lambda: "hang_up" in line.kinds())
     assert speech.texts == expected
-    assert sent[-1] == disconnect() and session.end_reason == "2 failed turns in a row"
-    caller_audio.put_nowait(None)  # hang up
+    assert line.kinds()[-1] == "hang_up" and session.end_reason == "2 failed turns in a row"
+    line.caller_hangs_up()
     await call
     assert not session_tasks()
 
 
 async def test_stt_ending_while_the_call_is_being_handed_on_adds_no_second_hand_off() -> None:
     refused = ProviderError("memory", "HTTP 401", retryable=False, status=401)
-    stt, speech = _MemorySTT(), _SilentTTS()
+    stt, speech = ScriptedSTT(), ToneTTS()
     config = AgentConfig(
         greeting="Hi.", system_prompt="", max_failed_turns=1, transfer_number="+919000000002"
     )
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
+    line = MemoryLine()
     session = CallSession(
         record=CallRecord("call-one-hand-off"),
         config=config,
-        providers=Providers(
-            stt=stt, llm=_ScriptedLLM("memory", [refused]), tts=speech, cache=SpeechCache()
-        ),
-        send=send,
-        sample_rate=16000,
+        providers=Providers(stt=stt, llm=ScriptedLLM([refused]), tts=speech, cache=SpeechCache()),
+        line=line,
     )
-    caller_audio: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    async def audio() -> AsyncIterator[bytes]:
-        while (pcm := await caller_audio.get()) is not None:
-            yield pcm
-
-    call = asyncio.create_task(session.run(audio()))
-    await eventually(lambda: speech.texts == ["Hi."] and not session._bot_busy())
+    call = asyncio.create_task(session.run())
+    await eventually(lambda: speech.texts == ["Hi."] and not session.bot_busy())
     await stt.queue.put(STTEvent(STTEventKind.FINAL, "help", speech_final=True))
-    await eventually(lambda: any('"transfer"' in frame for frame in sent))
+    await eventually(lambda: "transfer" in line.kinds())
     stt.queue.put_nowait(None)  # and now speech recognition dies too
     await asyncio.sleep(0.3)
-    caller_audio.put_nowait(None)
+    line.caller_hangs_up()
     await call
-    assert [frame for frame in sent if '"transfer"' in frame] == [transfer("+919000000002")]
+    transfers = [a.number for a in line.actions if a.kind == "transfer"]
+    assert transfers == ["+919000000002"]
     assert config.transfer_line not in speech.texts  # no second hand-off line
     assert not session_tasks()

@@ -17,7 +17,7 @@ from kpi.client import KnowlarityClient
 from kpi.errors import ConfigError
 from kpi.models import CdrEvent, KonnectEvent, TelephonyEvent, UnknownEvent
 from kpi.service import KpiService
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 from testkit.fake_kpi import K_NUMBER, FakeKpi, eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -227,7 +227,7 @@ async def test_service_consumes_and_matches_events_to_calls(
         )
     )
     other = registry.add(CallRecord(call_id="call-7", virtual_number=K_NUMBER, started_at=now))
-    service = KpiService(fake.settings(), registry)
+    service = KpiService(fake.settings().knowlarity, registry)
     with caplog.at_level(logging.INFO, logger="voice.KONNECT"):
         await service.start()
         await service.start()  # idempotent: still one consumer, one stream

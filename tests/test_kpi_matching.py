@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from kpi.models import CdrEvent, TelephonyEvent, UnknownEvent
 from kpi.service import KpiService, attach, event_window, find_call, parse_time, same_number
-from server.registry import CallRecord, CallRegistry
+from pipeline.call_record import CallRecord, CallRegistry
 
 IST = timezone(timedelta(hours=5, minutes=30))
 VIRTUAL, CUSTOMER = "+911140000000", "+919876543210"
@@ -147,7 +147,7 @@ def test_service_buffers_events_and_logs_on_the_calls_line(
     registry = CallRegistry()
     call = registry.add(record(end=None))
     settings = Settings(_env_file=None, knowlarity_events_buffer=3)
-    service = KpiService(settings, registry, clock=lambda: T0 + 70)
+    service = KpiService(settings.knowlarity, registry, clock=lambda: T0 + 70)
     with caplog.at_level(logging.INFO, logger="voice.KONNECT"):
         service.handle_event(TelephonyEvent(event_type="ORIGINATE", uuid="k-uuid-1"))
         matched = service.handle_event(cdr())
@@ -171,7 +171,7 @@ def test_service_buffers_events_and_logs_on_the_calls_line(
 
 
 async def test_service_without_sr_key_does_not_start(caplog: pytest.LogCaptureFixture) -> None:
-    service = KpiService(Settings(_env_file=None), CallRegistry())
+    service = KpiService(Settings(_env_file=None).knowlarity, CallRegistry())
     with caplog.at_level(logging.INFO, logger="voice.KONNECT"):
         await service.start()
     assert not service.running

@@ -15,7 +15,7 @@ from config.settings import Settings
 from kpi.models import TelephonyEvent
 from kpi.routes import build_router
 from kpi.service import KpiService
-from server.registry import CallRegistry
+from pipeline.call_record import CallRegistry
 from testkit.fake_kpi import AGENT_NUMBER, K_NUMBER, FakeKpi, Reply
 from testkit.http import AppServer
 
@@ -43,7 +43,7 @@ async def fake() -> AsyncIterator[FakeKpi]:
 
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, KpiService]]:
-    service = KpiService(settings, CallRegistry())
+    service = KpiService(settings.knowlarity, CallRegistry())
     app = FastAPI()
     app.include_router(build_router(lambda: service))
     try:

@@ -10,7 +10,6 @@ from kpi.errors import InputError, KnowlarityError, check_response
 from kpi.models import PageMeta
 from kpi.redaction import redact
 from kpi.wire import (
-    backoff_delay,
     encode_query,
     makecall_body,
     next_page,
@@ -76,17 +75,17 @@ def test_settings_channel_any_case_and_secrets() -> None:
         admin_api_token="admin-token-9",
         knowlarity_base_url="https://kpi.example/",
     )
-    assert settings.knowlarity_channel == "Enterprise"
-    assert settings.knowlarity_base_url == "https://kpi.example"
+    assert settings.knowlarity.channel == "Enterprise"
+    assert settings.knowlarity.base_url == "https://kpi.example"
     assert {"api-key-1234", "sr-key-5678", "admin-token-9"} <= set(settings.secrets())
-    assert settings.kpi_configured
-    assert settings.konnect_configured
+    assert settings.knowlarity.kpi_configured
+    assert settings.knowlarity.konnect_configured
     bare = Settings(_env_file=None)
-    assert bare.knowlarity_base_url == "https://kpi.knowlarity.com"
-    assert bare.knowlarity_notifications_url == "https://konnect.knowlarity.com:8100"
-    assert bare.knowlarity_channel == "Basic"
-    assert not bare.kpi_configured
-    assert not bare.konnect_configured
+    assert bare.knowlarity.base_url == "https://kpi.knowlarity.com"
+    assert bare.knowlarity.notifications_url == "https://konnect.knowlarity.com:8100"
+    assert bare.knowlarity.channel == "Basic"
+    assert not bare.knowlarity.kpi_configured
+    assert not bare.knowlarity.konnect_configured
 
 
 # --- request builders ---------------------------------------------------------------------
@@ -235,14 +234,6 @@ def test_next_page_opaque_cursor_continues_by_offset() -> None:
 def test_next_page_never_targets_another_host() -> None:
     meta = PageMeta(next="https://evil.example/steal?limit=5&offset=5")
     assert next_page(meta, {}, 5) == {"limit": "5", "offset": "5"}  # params only
-
-
-def test_backoff_is_capped_exponential_with_jitter() -> None:
-    assert backoff_delay(0, 1.0, 60.0, lambda: 0.0) == 0.5
-    assert backoff_delay(0, 1.0, 60.0, lambda: 1.0) == 1.0
-    assert backoff_delay(3, 1.0, 60.0, lambda: 1.0) == 8.0
-    assert backoff_delay(50, 1.0, 60.0, lambda: 1.0) == 60.0
-    assert 30.0 <= backoff_delay(1000, 1.0, 60.0) <= 60.0
 
 
 def test_redact_masks_longest_first() -> None:

@@ -16,9 +16,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from pipeline.events import EndReason
-from server import voice
+from server import knowlarity_line
 from server.lifecycle import DRAIN_REASON, Lifecycle, LiveCalls
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from tests.caller import CallerLine
 from tests.conftest import StartServeProcess, StartServer
 
@@ -172,7 +172,7 @@ async def test_a_peer_that_ignores_disconnect_is_closed_after_a_grace(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Otherwise a Stream Node (or anyone) that never hangs up holds a MAX_CALLS slot."""
-    monkeypatch.setattr(voice, "DISCONNECT_GRACE_S", 0.3)
+    monkeypatch.setattr(knowlarity_line, "DISCONNECT_GRACE_S", 0.3)
     server = await start_server(greeting="Hello.", silence_timeout_s=1.0)
     async with StreamNodeClient(sample_rate=16000) as node:
         await node.connect(server.url)

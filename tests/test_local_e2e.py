@@ -20,9 +20,10 @@ from agents import EXAMPLE
 from audio.wav import read_wav_file
 from pipeline.agent_file import load_agent_file
 from pipeline.providers.moonshine_model import MoonshineModel
+from server import local_stack
 from server.application import create_app
-from server.simulated_call import run_call
-from server.simulator import ReceivedEvent, StreamNodeClient
+from streamnode.call import run_call
+from streamnode.client import ReceivedEvent, StreamNodeClient
 from testkit import AppServer
 from tests.caller import CallerLine, session_tasks, wait_until_quiet
 from tests.conftest import FIXTURES, VoiceServer, make_settings
@@ -53,6 +54,13 @@ async def keyless() -> AsyncIterator[VoiceServer]:
     await server.stop()
 
 
+def tts_jobs(server: VoiceServer) -> int:
+    stats = local_stack.stats(server.state.providers)
+    assert stats is not None
+    jobs: int = stats["local-tts"]["jobs"]
+    return jobs
+
+
 def sim_id() -> str:
     return f"sim-{secrets.token_hex(8)}"
 
@@ -77,16 +85,14 @@ async def ask(
 ) -> tuple[StreamNodeClient, ReceivedEvent, str]:
     """Call, hear the greeting out, ask; returns the node, the reply's first playAudio and
     the reply as the local STT hears it."""
-    jobs_before = server.state.local.stats()["local-tts"]["jobs"] if server.state.local else 0
+    jobs_before = tts_jobs(server)
     url = server.url if rate == 16000 else f"{server.url}?sample_rate={rate}"
     node = StreamNodeClient(sample_rate=rate)
     await node.connect(url)
     await node.send_metadata({"callid": call_id})
     greeting = await node.wait_for("playAudio", timeout=5)
     assert node.events[0] is greeting
-    assert server.state.local is not None
-    # The greeting came from the start-up cache: no synthesis for it.
-    assert server.state.local.stats()["local-tts"]["jobs"] == jobs_before
+    assert tts_jobs(server) == jobs_before  # the greeting came from the start-up cache
     async with CallerLine(node, rate) as line:
         await wait_until_quiet(node, timeout=TIMEOUT_S)
         line.say(pcm_of(fixture))
@@ -178,7 +184,7 @@ async def test_a_server_that_cannot_run_a_call_says_so(tmp_path: Path) -> None:
             ready = await http.get("/ready")
             health = (await http.get("/health")).json()
         assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
-        assert health["stages"]["stt"]["provider"] is None
+        assert health["stages"] == {"stt": None, "llm": "local", "tts": "local"}
         assert health["missing"] == ["DEEPGRAM_API_KEY"]
         report = await run_call(
             voice.url,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
 
-from audio.wav import parse_wav
 from pipeline.history import History
 from pipeline.playout import Playout, SpokenSpan, heard_text
+from testkit.memory import MemoryLine
 
 
 class FakeClock:
@@ -49,13 +46,9 @@ def test_incomplete_span_is_never_fully_heard() -> None:
 
 
 async def test_playout_clock_queues_chunks_back_to_back() -> None:
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
     clock = FakeClock()
-    playout = Playout(send, 8000, 100, clock=clock)
+    line = MemoryLine(8000, 100, clock=clock)
+    playout = Playout(line, clock=clock)
     assert playout.chunk_bytes == 1600
     span = SpokenSpan("hello")
     for _ in range(3):
@@ -73,10 +66,8 @@ async def test_playout_clock_queues_chunks_back_to_back() -> None:
     assert playout.remaining_s() == pytest.approx(0.05)
     await playout.kill()
     assert not playout.speaking()
-    frames = [json.loads(text) for text in sent]
-    assert [f["type"] for f in frames] == ["playAudio"] * 4 + ["killAudio"]
-    wav = parse_wav(base64.b64decode(frames[0]["data"]["audioContent"]))
-    assert (wav.channels, wav.sample_width, wav.sample_rate, len(wav.pcm)) == (1, 2, 8000, 1600)
+    assert [a.kind for a in line.actions] == ["play"] * 4 + ["clear"]
+    assert line.actions[0].pcm_bytes == 1600
 
 
 def test_history_revise_and_bound() -> None:

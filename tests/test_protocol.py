@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.protocol import (
+from wire.knowlarity import (
     MAX_METADATA_BYTES,
     CallMetadata,
     Disconnect,
@@ -122,7 +122,6 @@ GOOD_METADATA: list[tuple[str, str | bytes, CallMetadata]] = [
 def test_parse_metadata_accepts(raw: str | bytes, expected: CallMetadata) -> None:
     meta = parse_metadata(raw)
     assert meta == expected
-    assert meta.generated is False
     assert dict(meta.extra) == dict(expected.extra)
 
 
@@ -240,8 +239,6 @@ def test_parse_metadata_round_trips_seed_form(fields: dict[str, str], call_id: s
 
 def test_generated_metadata() -> None:
     a, b = generated_metadata(), generated_metadata()
-    assert a.generated
-    assert b.generated
     assert a.call_id != b.call_id
     for meta in (a, b):
         assert meta.call_id.startswith("gen-")

@@ -23,7 +23,7 @@ from server.security import (
     redact_urls,
     tokens_match,
 )
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from tests.conftest import StartServeProcess, StartServer, VoiceServer, make_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -120,10 +120,10 @@ def test_settings_lists_and_secrets() -> None:
         {"VOICE_ALLOWED_IPS": "198.51.100.0/24, 2001:db8::1", "TRUSTED_PROXIES": "127.0.0.1"},
         voice_ws_token=TOKEN,
     )
-    assert settings.voice_allowed_ips == ("198.51.100.0/24", "2001:db8::1")
-    assert settings.trusted_proxies == ("127.0.0.1",)
+    assert settings.stream.voice_allowed_ips == ("198.51.100.0/24", "2001:db8::1")
+    assert settings.stream.trusted_proxies == ("127.0.0.1",)
     assert TOKEN in settings.secrets()
-    assert settings.max_frame_bytes == 1024 * 1024
+    assert settings.stream.max_frame_bytes == 1024 * 1024
     with pytest.raises(ValidationError):
         make_settings({"VOICE_ALLOWED_IPS": "10.0.0.0/8,nonsense"})
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from server.application import create_app
-from server.simulator import StreamNodeClient
+from streamnode.client import StreamNodeClient
 from testkit import DEFAULT_KEYS, AppServer, FakeProviders
 from tests.conftest import StartServer, make_settings
 
@@ -59,8 +59,7 @@ async def test_call_without_keys_is_logged_and_handed_back(
     plays = [e for e in node.events if e.kind == "playAudio"]
     assert plays, "the caller hears the apology before the IVR takes over"
     messages = [r.getMessage() for r in caplog.records]
-    assert any("No STT provider" in m and "DEEPGRAM_API_KEY" in m for m in messages)
-    assert any("No LLM provider" in m and "OPENAI_API_KEY" in m for m in messages)
+    assert any("DEEPGRAM_API_KEY" in m and "OPENAI_API_KEY" in m for m in messages)
 
 
 async def test_ready_waits_for_the_cached_greeting(fakes: FakeProviders) -> None:

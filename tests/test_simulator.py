@@ -21,22 +21,23 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from config import get_settings
-from server import cli, simulator
-from server.protocol import disconnect, kill_audio, parse_metadata, play_audio_wav, transfer
-from server.simulated_call import (
+from server import cli
+from streamnode import client as simulator
+from streamnode.call import (
     detect_speech_segments,
     frame_sent_at,
     load_caller_audio,
     reply_latencies,
     run_call,
 )
-from server.simulator import (
+from streamnode.client import (
     CallEnded,
     ReceivedEvent,
     SimulatorError,
     StreamNodeClient,
     format_metadata,
 )
+from wire.knowlarity import disconnect, kill_audio, parse_metadata, play_audio_wav, transfer
 
 RATE = 16000
 DESTINATION = "+911234567890"

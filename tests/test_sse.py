@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.providers.sse import SseEvent, SseParser, encode_event
+from wire.sse import SseEvent, SseParser, encode_event
 
 
 def feed_all(chunks: list[bytes]) -> tuple[list[SseEvent], SseParser]:

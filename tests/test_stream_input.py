@@ -29,11 +29,11 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from audio.wav import read_wav_file
-from server.protocol import MAX_METADATA_DEPTH
-from server.simulator import CallEnded, StreamNodeClient
+from streamnode.client import CallEnded, StreamNodeClient
 from testkit import FakeProviders, llm
 from tests.caller import CallerLine, wait_until_quiet
 from tests.conftest import FIXTURES, StartServeProcess, StartServer, VoiceServer
+from wire.knowlarity import MAX_METADATA_DEPTH
 
 pytestmark = pytest.mark.timeout(120)
 

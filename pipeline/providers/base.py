@@ -52,6 +52,9 @@ class SpeechToText(Protocol):
     def stream(self, sample_rate: int) -> AbstractAsyncContextManager[STTStream]:
         """Open one live stream for one call; closing it ends the stream gracefully."""
 
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
+
 
 # --- language model -------------------------------------------------------------------
 
@@ -91,6 +94,9 @@ class LanguageModel(Protocol):
     ) -> AsyncIterator[LLMEvent]:
         """Stream a reply: text deltas as they come, and any tool calls once complete."""
 
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
+
 
 # --- text to speech -------------------------------------------------------------------
 
@@ -104,6 +110,9 @@ class TextToSpeech(Protocol):
     def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Stream 16-bit LE mono PCM at exactly ``sample_rate``, in pieces of any even size."""
 
+    async def aclose(self) -> None:
+        """Release what the provider holds for the whole process (at server shutdown)."""
+
 
 # --- errors ---------------------------------------------------------------------------
 
@@ -115,8 +124,7 @@ class ProviderError(Exception):
     (``raise ProviderError(...) from exc``), so the session never sees a vendor type::
 
         ProviderError            retryable per status: 408/409/425/429/5xx yes, other 4xx no
-         ├── ProviderTimeout     connect, first byte/token/audio, or idle gap exceeded (retryable)
-         └── ProviderNotConfigured   a key or setting is missing (never retryable)
+         └── ProviderTimeout     connect, first byte/token/audio, or idle gap exceeded (retryable)
     """
 
     def __init__(
@@ -144,11 +152,6 @@ class ProviderTimeout(ProviderError):
         super().__init__(provider, f"{phase} timeout after {limit_s:g} s", retryable=True)
         self.phase = phase
         self.limit_s = limit_s
-
-
-class ProviderNotConfigured(ProviderError):
-    def __init__(self, provider: str, setting: str) -> None:
-        super().__init__(provider, f"{setting} is not set", retryable=False)
 
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})

@@ -6,7 +6,6 @@ nearest rate above it, resampled here, so the session always receives the call's
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import contextlib
 import json
@@ -19,8 +18,10 @@ import httpx
 
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
+from config.settings import CartesiaSettings
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
-from pipeline.providers.sse import SseParser
+from pipeline.retry import PhaseClock
+from wire.sse import SseParser
 
 log = get_logger("CARTESIA")
 
@@ -60,37 +61,28 @@ def error_from_response(
 class CartesiaTTS:
     name = "cartesia"
 
-    def __init__(
-        self,
-        *,
-        http: httpx.AsyncClient,
-        api_key: str,
-        voice_id: str,
-        base_url: str,
-        model: str,
-        version: str,
-        language: str = "en",
-        connect_timeout_s: float = 2.0,
-        first_audio_timeout_s: float = 1.0,
-        idle_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, settings: CartesiaSettings, *, http: httpx.AsyncClient) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + "/tts/sse"
+        self._url = settings.base_url.rstrip("/") + "/tts/sse"
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self._headers = {
             "X-API-Key": api_key,
-            "Cartesia-Version": version,
+            "Cartesia-Version": settings.version,
             "Accept": "text/event-stream",
         }
-        self.voice_id = voice_id
-        self.model = model
-        self.language = language
-        self.connect_timeout_s = connect_timeout_s
-        self.first_audio_timeout_s = first_audio_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.voice_id = settings.voice_id or ""
+        self.model = settings.model
+        self.language = settings.language
+        self.connect_timeout_s = settings.connect_timeout_s
+        self.first_audio_timeout_s = settings.first_audio_timeout_s
+        self.idle_timeout_s = settings.idle_timeout_s
         # httpx's read timeout is a backstop; synthesize() times audio itself, because
         # bytes that are not audio (SSE comments, empty events) must not reset the clock.
-        backstop = max(first_audio_timeout_s, idle_timeout_s) + 1.0
-        self._timeout = httpx.Timeout(backstop, connect=connect_timeout_s)
+        backstop = max(settings.first_audio_timeout_s, settings.idle_timeout_s) + 1.0
+        self._timeout = httpx.Timeout(backstop, connect=settings.connect_timeout_s)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the HTTP client is the app's, shared with the KPI client."""
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
@@ -113,21 +105,21 @@ class CartesiaTTS:
         chunks = 0
         pcm_bytes = 0
         log.info('TTS request | chars=%d rate=%d text="%s"', len(text), render_rate, text[:80])
-        loop = asyncio.get_running_loop()
         # Bytes that are not audio (SSE comments, empty events) never reset these clocks.
-        deadline = loop.time() + self.first_audio_timeout_s
+        clock = PhaseClock(
+            _PROVIDER, "first_audio", self.first_audio_timeout_s, self.idle_timeout_s
+        )
         parser = SseParser()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                response = await self._open(stack, body, deadline)
+                response = await self._open(stack, body, clock)
                 reads = response.aiter_bytes()
                 finished = False
                 while not finished:
-                    data = await self._next_read(reads, deadline, first_audio_ms is None)
-                    if data is None:
+                    try:
+                        events = parser.feed(await clock.next(reads))
+                    except StopAsyncIteration:
                         events, finished = parser.close(), True
-                    else:
-                        events = parser.feed(data)
                     for sse in events:
                         event = _parse_event(sse.data)
                         kind = event.get("type")
@@ -139,7 +131,7 @@ class CartesiaTTS:
                                 continue
                             if first_audio_ms is None:
                                 first_audio_ms = (time.monotonic() - started) * 1000
-                            deadline = loop.time() + self.idle_timeout_s
+                            clock.result()
                             chunks += 1
                             pcm_bytes += len(pcm)
                             yield pcm
@@ -170,38 +162,20 @@ class CartesiaTTS:
         )
 
     async def _open(
-        self, stack: contextlib.AsyncExitStack, body: dict[str, Any], first_deadline: float
+        self, stack: contextlib.AsyncExitStack, body: dict[str, Any], clock: PhaseClock
     ) -> httpx.Response:
         """POST the request; the response headers count against the first-audio deadline."""
-        try:
-            async with asyncio.timeout_at(first_deadline):
-                response = await stack.enter_async_context(
-                    self._http.stream(
-                        "POST", self._url, json=body, headers=self._headers, timeout=self._timeout
-                    )
+        async with clock.opening():
+            response = await stack.enter_async_context(
+                self._http.stream(
+                    "POST", self._url, json=body, headers=self._headers, timeout=self._timeout
                 )
-                if response.status_code != 200:
-                    raise error_from_response(
-                        response.status_code, await response.aread(), response.headers
-                    )
-        except TimeoutError as exc:
-            raise ProviderTimeout(_PROVIDER, "first_byte", self.first_audio_timeout_s) from exc
+            )
+            if response.status_code != 200:
+                raise error_from_response(
+                    response.status_code, await response.aread(), response.headers
+                )
         return response
-
-    async def _next_read(
-        self, reads: AsyncIterator[bytes], deadline: float, waiting_first: bool
-    ) -> bytes | None:
-        """The next bytes of the stream (None at its end), before ``deadline``: the
-        first-audio deadline, then the idle-gap limit counted from the last audio."""
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await anext(reads)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError as exc:
-            if waiting_first:
-                raise ProviderTimeout(_PROVIDER, "first_audio", self.first_audio_timeout_s) from exc
-            raise ProviderTimeout(_PROVIDER, "idle", self.idle_timeout_s) from exc
 
 
 def _error_event(event: dict[str, Any]) -> ProviderError:

@@ -8,6 +8,9 @@ it reconnects while holding the caller's audio in a bounded buffer.
 A socket can also die silently: audio goes out, nothing comes back. Once the caller has
 spoken for a while and no message of any kind arrived for ``stall_timeout_s``, the stream
 is treated as dead: it reconnects and replays the unanswered speech on the new socket.
+
+(Over 400 lines on purpose: the send loop, the receive loop, keep-alive, the stall watch
+and the reconnect share one socket's state and are only correct together.)
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
@@ -26,13 +28,10 @@ from deepgram.core.api_error import ApiError
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from config.logs import get_logger
-from pipeline.providers.base import (
-    ProviderError,
-    ProviderTimeout,
-    STTEvent,
-    STTEventKind,
-    status_error,
-)
+from config.settings import DeepgramSettings
+from pipeline.aio import Closing
+from pipeline.providers.base import ProviderError, STTEvent, STTEventKind, status_error
+from pipeline.retry import RetryPolicy, time_limit
 
 log = get_logger("DEEPGRAM")
 
@@ -41,6 +40,8 @@ SPEECH_RMS = 500.0  # int16 RMS (~-36 dBFS): above line noise, below any spoken 
 SEND_BATCH_MS = 40  # audio per message to Deepgram (the caller's frames are 20 ms)
 FLUSH_AFTER_S = 0.1  # a partial batch goes out anyway after this (caller audio paused)
 MIN_UNANSWERED_SPEECH_S = 0.5  # a cough or click alone does not arm the stall check
+# Reconnects: 0.1 s, doubling, at most 2 s apart; DEEPGRAM_MAX_OUTAGE_S ends the tries.
+RECONNECT = RetryPolicy(base_s=0.1, cap_s=2.0)
 
 
 _SPEECH_ENERGY = SPEECH_RMS * SPEECH_RMS
@@ -92,45 +93,32 @@ def event_from_message(message: Any) -> STTEvent | None:
 class DeepgramSTT:
     name = "deepgram"
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str,
-        model: str,
-        language: str,
-        endpointing_ms: int = 300,
-        utterance_end_ms: int = 1000,
-        keepalive_s: float = 4.0,
-        max_buffer_s: float = 10.0,
-        connect_timeout_s: float = 3.0,
-        stall_timeout_s: float = 1.5,
-        max_outage_s: float = 10.0,
-    ) -> None:
-        self._client = AsyncDeepgramClient(api_key=api_key, environment=environment_for(base_url))
-        self.model = model
-        self.language = language
-        self.endpointing_ms = endpointing_ms
-        self.utterance_end_ms = utterance_end_ms
-        self.keepalive_s = keepalive_s
-        self.max_buffer_s = max_buffer_s
-        self.connect_timeout_s = connect_timeout_s
-        self.stall_timeout_s = stall_timeout_s
-        self.max_outage_s = max_outage_s
+    def __init__(self, settings: DeepgramSettings, *, max_buffer_s: float = 10.0) -> None:
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+        self._client = AsyncDeepgramClient(
+            api_key=api_key, environment=environment_for(settings.base_url)
+        )
+        self.settings = settings
+        self.model = settings.model
+        self.max_buffer_s = max_buffer_s  # caller audio held while reconnecting
 
     def stream(self, sample_rate: int) -> DeepgramStream:
         return DeepgramStream(self, sample_rate)
 
+    async def aclose(self) -> None:
+        """Nothing process-wide to release: each call's stream closes its own socket."""
+
     def connect_options(self, sample_rate: int) -> dict[str, Any]:
+        settings = self.settings
         return {
-            "model": self.model,
-            "language": self.language,
+            "model": settings.model,
+            "language": settings.language,
             "encoding": "linear16",
             "sample_rate": sample_rate,
             "channels": 1,
             "interim_results": "true",
-            "endpointing": self.endpointing_ms,
-            "utterance_end_ms": self.utterance_end_ms,
+            "endpointing": settings.endpointing_ms,
+            "utterance_end_ms": settings.utterance_end_ms,
             "vad_events": "true",
             "smart_format": "true",
             "punctuate": "true",
@@ -181,7 +169,7 @@ class _Unanswered:
         return self.since + stall_s
 
 
-class DeepgramStream:
+class DeepgramStream(Closing):
     """One live transcription stream for one call, surviving socket drops."""
 
     def __init__(self, provider: DeepgramSTT, sample_rate: int) -> None:
@@ -205,20 +193,11 @@ class DeepgramStream:
         # Frames go to Deepgram in batches: half the sends (and wakeups) of 20 ms frames.
         self._batch_bytes = sample_rate * 2 * SEND_BATCH_MS // 1000
         self.connections = 0
-        self.stalls = 0
         self.failure: ProviderError | None = None
 
-    async def __aenter__(self) -> DeepgramStream:
+    async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="deepgram-stream")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         self._closing = True
@@ -289,7 +268,7 @@ class DeepgramStream:
                     break
                 if self._outage_over_limit():
                     return
-                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                await asyncio.sleep(RECONNECT.backoff(attempt))
         finally:
             if self._dropped_bytes:
                 ms = self._dropped_bytes * 1000 // (self._sample_rate * 2)
@@ -305,7 +284,7 @@ class DeepgramStream:
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-        limit = self._provider.max_outage_s
+        limit = self._provider.settings.max_outage_s
         if now - self._down_since < limit:
             return False
         self.failure = ProviderError(_PROVIDER, f"no transcripts for {limit:g} s", retryable=True)
@@ -321,14 +300,12 @@ class DeepgramStream:
         options = provider.connect_options(self._sample_rate)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                async with asyncio.timeout(provider.connect_timeout_s):
+                async with time_limit(provider.settings.connect_timeout_s, _PROVIDER, "connect"):
                     connection = await stack.enter_async_context(
                         provider._client.listen.v1.connect(**options)
                     )
             except ApiError as exc:
                 raise status_error(_PROVIDER, exc.status_code, "handshake refused") from exc
-            except TimeoutError as exc:
-                raise ProviderTimeout(_PROVIDER, "connect", provider.connect_timeout_s) from exc
             except (OSError, InvalidHandshake) as exc:
                 raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
             self.connections += 1
@@ -366,18 +343,18 @@ class DeepgramStream:
 
     async def _watch_stall(self) -> str:
         """Return (a reason) once speech went out and nothing came back for too long."""
-        stall_s = self._provider.stall_timeout_s
+        stall_s = self._provider.settings.stall_timeout_s
         while True:
             due = self._unanswered.stalled_at(stall_s)
             now = time.monotonic()
             idle = now - self._last_sent
             if not self._flush_due and (
-                idle >= self._provider.keepalive_s or (self._pending and idle >= FLUSH_AFTER_S)
+                idle >= self._provider.settings.keepalive_s
+                or (self._pending and idle >= FLUSH_AFTER_S)
             ):
                 self._flush_due = True
                 self._wakeup.set()
             if due is not None and now >= due and not self._closing:
-                self.stalls += 1
                 return f"no message for {stall_s:g} s while the caller spoke (stalled)"
             await asyncio.sleep(0.1 if due is None else max(0.01, due - now))
 
@@ -417,7 +394,7 @@ class DeepgramStream:
 
     async def _send_loop(self, connection: Any) -> None:
         # No timer per frame: the stall watch (awake every 100 ms anyway) sets _flush_due.
-        keepalive_s = self._provider.keepalive_s
+        keepalive_s = self._provider.settings.keepalive_s
         self._last_sent = time.monotonic()
         pending = self._pending
         while True:

@@ -33,6 +33,9 @@ class FaqAgent:
         topics = [entry.topic for entry in agent.faq]
         self.no_match_line = agent.no_match_line.replace("{topics}", _spoken_list(topics))
 
+    async def aclose(self) -> None:
+        return None  # nothing held: the matcher is plain data
+
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncIterator[LLMEvent]:

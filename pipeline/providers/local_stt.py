@@ -95,6 +95,20 @@ class LocalSTT:
         finally:
             await stream.aclose()
 
+    async def warm(self) -> None:
+        """Load and warm Moonshine, and build VAD instances, off the loop (once per process)."""
+        if not self._model.loaded:
+            await asyncio.to_thread(self._model.warm)
+        for rate in (8000, 16000):
+            if self._vad.idle(rate) == 0:
+                await asyncio.to_thread(self._vad.warm, 2, (rate,))
+
+    def stats(self) -> dict[str, float | int]:
+        return {**self._pool.stats(), "audio_s": round(self.audio_s, 3), "vads": self._vad.built}
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
     async def transcribe(self, pcm: bytes, sample_rate: int, what: str) -> str:
         return await self._pool.run(what, lambda: self._model.transcribe_pcm(pcm, sample_rate))
 

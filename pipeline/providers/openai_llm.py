@@ -6,7 +6,6 @@ whether another attempt still fits, using ``ProviderError.retryable``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -16,16 +15,17 @@ from typing import Any
 import openai
 
 from config.logs import get_logger
+from config.settings import OpenAISettings
 from pipeline.providers.base import (
     LLMEvent,
     Message,
     ProviderError,
-    ProviderTimeout,
     TextDelta,
     ToolCall,
     ToolSpec,
     status_error,
 )
+from pipeline.retry import PhaseClock
 
 log = get_logger("OPENAI")
 
@@ -94,31 +94,20 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 class OpenAILLM:
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str,
-        model: str,
-        temperature: float = 0.6,
-        max_tokens: int = 300,
-        connect_timeout_s: float = 2.0,
-        first_token_timeout_s: float = 1.5,
-        idle_timeout_s: float = 3.0,
-        name: str = _PROVIDER,
-    ) -> None:
+    def __init__(self, settings: OpenAISettings, *, name: str = _PROVIDER) -> None:
         self.name = name
-        self.model = model
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.first_token_timeout_s = first_token_timeout_s
-        self.idle_timeout_s = idle_timeout_s
+        self.model = settings.model
+        self.temperature = settings.temperature
+        self.max_tokens = settings.max_tokens
+        self.first_token_timeout_s = settings.first_token_timeout_s
+        self.idle_timeout_s = settings.idle_timeout_s
         # The HTTP read timeout is only a backstop: a server can keep bytes flowing (role
         # chunks, keep-alive comments) without a token, so stream() times tokens itself.
-        backstop = max(first_token_timeout_s, idle_timeout_s) + 1.0
-        timeout = openai.Timeout(backstop, connect=connect_timeout_s)
+        backstop = max(settings.first_token_timeout_s, settings.idle_timeout_s) + 1.0
+        timeout = openai.Timeout(backstop, connect=settings.connect_timeout_s)
+        api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key, base_url=settings.base_url, max_retries=0, timeout=timeout
         )
 
     async def stream(
@@ -132,35 +121,37 @@ class OpenAILLM:
         tools_seen: dict[int, _ToolFragments] = {}
         finish_reason: str | None = None
         log.info("Stream request | model=%s messages=%d", self.model, len(body["messages"]))
-        first_deadline = asyncio.get_running_loop().time() + self.first_token_timeout_s
+        clock = PhaseClock(
+            self.name, "first_token", self.first_token_timeout_s, self.idle_timeout_s
+        )
         try:
-            try:
-                async with asyncio.timeout_at(first_deadline):
-                    stream = await self._client.post(
-                        "/chat/completions",
-                        body=body,
-                        cast_to=_Chunk,
-                        stream=True,
-                        stream_cls=openai.AsyncStream[_Chunk],
-                    )
-            except TimeoutError as exc:
-                raise ProviderTimeout(self.name, "first_byte", self.first_token_timeout_s) from exc
+            async with clock.opening():
+                stream = await self._client.post(
+                    "/chat/completions",
+                    body=body,
+                    cast_to=_Chunk,
+                    stream=True,
+                    stream_cls=openai.AsyncStream[_Chunk],
+                )
             async with stream:
                 chunks = stream.__aiter__()
                 while True:
-                    waiting_first = first_token_ms is None and not tools_seen
                     try:
-                        chunk = await self._next_chunk(chunks, first_deadline, waiting_first)
+                        chunk = await clock.next(chunks)
                     except StopAsyncIteration:
                         break
+                    if not clock.waiting_first:
+                        clock.result()  # once tokens flow, any chunk restarts the idle gap
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         content = delta.get("content")
                         if content:
                             if first_token_ms is None:
                                 first_token_ms = (time.monotonic() - started) * 1000
+                                clock.result()
                             yield TextDelta(content)
                         for fragment in delta.get("tool_calls") or ():
+                            clock.result()  # a tool call is a first result too
                             acc = tools_seen.setdefault(fragment.get("index", 0), _ToolFragments())
                             if fragment.get("id"):
                                 acc.call_id = fragment["id"]
@@ -184,24 +175,6 @@ class OpenAILLM:
             "-" if first_token_ms is None else f"{first_token_ms:.0f}",
             (time.monotonic() - started) * 1000,
         )
-
-    async def _next_chunk(
-        self, chunks: AsyncIterator[Any], first_deadline: float, waiting_first: bool
-    ) -> Any:
-        """The next chunk, within the first-token deadline or else the idle-gap limit.
-
-        Only the wait for the server is timed, never the consumer: nothing is yielded
-        inside the timeout scope.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = first_deadline if waiting_first else loop.time() + self.idle_timeout_s
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await anext(chunks)
-        except TimeoutError as exc:
-            if waiting_first:
-                raise ProviderTimeout(self.name, "first_token", self.first_token_timeout_s) from exc
-            raise ProviderTimeout(self.name, "idle", self.idle_timeout_s) from exc
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -14,6 +14,7 @@ sentence at a time, so a reply's first audio waits for its first sentence only.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import threading
@@ -140,6 +141,17 @@ class PiperTTS:
     @property
     def voice_name(self) -> str:
         return self._voice.name
+
+    async def warm(self) -> None:
+        """Load and warm the voice off the loop (once per process)."""
+        if not self._voice.loaded:
+            await asyncio.to_thread(self._voice.warm)
+
+    def stats(self) -> dict[str, float | int]:
+        return {**self._pool.stats(), "audio_s": round(self.audio_s, 3)}
+
+    async def aclose(self) -> None:
+        self._pool.close()
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return ("piper", self._voice.name, str(sample_rate), text)

@@ -27,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from audio.wav import WavInfo, parse_wav
-from server.protocol import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_outgoing
+from wire.knowlarity import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_outgoing
 
 EVENT_KINDS = ("playAudio", "killAudio", "transfer", "disconnect", "unknown")
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a long greeting sent as one playAudio still fits
@@ -63,7 +63,7 @@ class ReceivedEvent:
 
 
 def format_metadata(metadata: Mapping[str, Any]) -> str:
-    """The seed's form: a JSON string wrapping a Python-style single-quoted dict."""
+    """The documented form: a JSON string wrapping a Python-style single-quoted dict."""
     return json.dumps(str(dict(metadata)))
 
 
@@ -103,7 +103,6 @@ class StreamNodeClient:
         self.transfer_destination: str | None = None
         self.last_play_at: float | None = None
         self.received_audio_ms = 0.0  # every playAudio's duration, kept even without PCM
-        self.connected_at: float | None = None
         self.metadata_sent_at: float | None = None
         self.max_send_lag_ms = 0.0  # how far behind schedule pacing ever fell
         self._ws: ClientConnection | None = None
@@ -141,7 +140,6 @@ class StreamNodeClient:
             max_size=MAX_FRAME_BYTES,
             compression=None,  # the node sends raw PCM; deflate would only cost CPU
         )
-        self.connected_at = _now()
         self._receiver = asyncio.create_task(self._receive(self._ws))
 
     async def close(self, code: int = 1000) -> None:
@@ -186,7 +184,7 @@ class StreamNodeClient:
     # --- sending ------------------------------------------------------------------
 
     async def send_metadata(self, raw: str | Mapping[str, Any]) -> float:
-        """Send the metadata frame; a mapping goes in the seed's form, a str verbatim.
+        """Send the metadata frame; a mapping goes in the documented form, a str verbatim.
 
         Returns the monotonic time it was sent (the start of greeting latency).
         """
@@ -407,93 +405,3 @@ class StreamNodeClient:
 
 
 # --- a live phone line ---------------------------------------------------------------
-
-
-class CallerLine:
-    """The caller's side of a live call: 20 ms frames on an absolute real-time schedule.
-
-    A Stream Node streams audio for the whole call, silence included; speech queued with
-    :meth:`say` replaces silence frame by frame. ``async with CallerLine(node, rate)``
-    (or :meth:`start`/:meth:`stop`) runs it; the end-to-end tests and the benchmark share it.
-    """
-
-    def __init__(self, node: StreamNodeClient, sample_rate: int, frame_ms: int = 20) -> None:
-        self._node = node
-        self._frame_s = frame_ms / 1000
-        self._frame_bytes = sample_rate * 2 * frame_ms // 1000
-        self._silence = bytes(self._frame_bytes)
-        self._speech = bytearray()
-        self._done = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.speech_started_at: float | None = None  # first frame of the last utterance sent
-        self.speech_ended_at: float | None = None  # ... and its last frame
-        self.max_lag_ms = 0.0  # how late a frame ever went out (this process's own lag)
-        self.frames = 0
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="caller-line")
-
-    async def stop(self) -> None:
-        """Stop sending (the caller hangs up, or the test is done)."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    hang_up = stop
-
-    def say(self, pcm: bytes) -> None:
-        """Queue an utterance; its frames follow the current one."""
-        self._speech.extend(pcm)
-        self.speech_started_at = None
-        self.speech_ended_at = None
-        self._done.clear()
-
-    async def said(self, timeout: float = 30.0) -> float:  # noqa: ASYNC109
-        """Wait until the queued speech is on the wire; returns its last frame's send time."""
-        await asyncio.wait_for(self._done.wait(), timeout)
-        assert self.speech_ended_at is not None
-        return self.speech_ended_at
-
-    async def _run(self) -> None:
-        size = self._frame_bytes
-        start = time.monotonic()
-        while not self._node.closed:
-            if self._speech:
-                frame = bytes(self._speech[:size])
-                del self._speech[:size]
-                if len(frame) < size:
-                    frame += bytes(size - len(frame))
-            else:
-                frame = self._silence
-            try:
-                await self._node.send_audio(frame)
-            except ConnectionClosed:
-                return  # the call ended under us; the client records how
-            now = time.monotonic()
-            if frame is not self._silence:
-                if self.speech_started_at is None:
-                    self.speech_started_at = now
-                if not self._speech:
-                    self.speech_ended_at = now
-                    self._done.set()
-            lag_ms = (now - (start + self.frames * self._frame_s)) * 1000
-            self.max_lag_ms = max(self.max_lag_ms, lag_ms)
-            self.frames += 1
-            delay = start + self.frames * self._frame_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)

@@ -79,7 +79,6 @@ class CallMetadata:
     call_type: str = ""
     # Read-only view of every other key, kept for logs and the call record.
     extra: Mapping[str, object] = field(default_factory=lambda: _EMPTY, hash=False)
-    generated: bool = False  # True when the call id was invented here
 
 
 # --- metadata -------------------------------------------------------------------------
@@ -109,7 +108,6 @@ def generated_metadata(extra: Mapping[str, object] | None = None) -> CallMetadat
     return CallMetadata(
         call_id=f"gen-{uuid.uuid4().hex[:12]}",
         extra=MappingProxyType(dict(extra)) if extra else _EMPTY,
-        generated=True,
     )
 
 
@@ -158,7 +156,7 @@ def _load(text: str) -> object:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        pass  # not JSON: try a Python literal (the seed's single-quoted dict)
+        pass  # not JSON: try a Python literal (the documented single-quoted dict)
     try:
         return ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
@@ -340,5 +338,5 @@ def describe_frame(text: str, limit: int = 120) -> str:
         text = f"{text[: m.end()]}<{end - m.end()} b64 chars>{text[end:]}"
     if len(text) > limit:
         text = f"{text[:limit]}… (+{len(text) - limit} chars)"
-    # One log line per frame, even for the seed's multi-line dict.
+    # One log line per frame, even for the documented multi-line dict.
     return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -70,11 +70,13 @@ def unavailable_hint(health: Mapping[str, Any] | None) -> str:
     fix = "set the missing keys in .env, or install the local models: " + LOCAL_INSTALL
     if health is None:
         return f"the server hung up without answering; it may lack speech providers: {fix}"
-    stages = health.get("stages")
+    stages = health.get("stages")  # stage -> provider name, or None where none runs it
+    reasons = health.get("reasons")  # stage -> why
+    reasons = reasons if isinstance(reasons, dict) else {}
     missing = [
-        f"{name.upper()}: {info.get('why')}"
-        for name, info in (stages.items() if isinstance(stages, dict) else [])
-        if isinstance(info, dict) and info.get("provider") is None
+        f"{stage.upper()}: {reasons.get(stage, 'no provider')}"
+        for stage, provider in (stages.items() if isinstance(stages, dict) else [])
+        if provider is None
     ]
     if not missing:
         return "the server hung up without answering (its /health shows every stage configured)"

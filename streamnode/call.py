@@ -1,6 +1,6 @@
 """A whole simulated call and its report: what ``voice-agent call`` runs.
 
-Streams a caller WAV through :class:`server.simulator.StreamNodeClient`, finds where the
+Streams a caller WAV through :class:`streamnode.client.StreamNodeClient`, finds where the
 caller stopped speaking, and measures the greeting latency and each reply's latency.
 """
 
@@ -18,8 +18,7 @@ import numpy as np
 
 from audio.wav import pcm_to_wav, read_wav_file
 from config.settings import SUPPORTED_SAMPLE_RATES
-from server.call_lookup import fetch_health, fetch_summary, hung_up_early, unavailable_hint
-from server.simulator import (
+from streamnode.client import (
     DEFAULT_SAMPLE_RATE,
     EVENT_KINDS,
     ReceivedEvent,
@@ -27,6 +26,7 @@ from server.simulator import (
     StreamNodeClient,
     default_metadata,
 )
+from streamnode.lookup import fetch_health, fetch_summary, hung_up_early, unavailable_hint
 
 # --- analysis ----------------------------------------------------------------------
 
@@ -136,8 +136,6 @@ class CallReport:
 
 # --- a whole call ------------------------------------------------------------------
 
-LISTEN_LIMIT_S = 30.0  # longest the caller stays on after the WAV while the bot still talks
-
 
 def load_caller_audio(wav: Path | None, sample_rate: int | None) -> tuple[bytes, int]:
     """The caller's PCM and the node's rate; the WAV must already be at that rate."""
@@ -221,6 +219,9 @@ async def run_call(
     )
     await _ask_the_server(report)
     return report
+
+
+LISTEN_LIMIT_S = 30.0  # longest the caller stays on after the WAV while the bot still talks
 
 
 async def _listen_to_the_end(
