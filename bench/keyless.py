@@ -39,7 +39,7 @@ from audio.wav import read_wav_file
 from bench.procs import ROOT, free_port, managed
 from bench.stats import percentile, summary
 from streamnode.caller_line import CallerLine
-from streamnode.client import StreamNodeClient
+from streamnode.client import CallEnded, StreamNodeClient
 
 FIXTURES = ROOT / "fixtures"
 RESULTS = ROOT / "bench" / "results"  # keyless runs go to results/keyless/: another schema
@@ -142,12 +142,16 @@ async def one_call(url: str, delay_s: float, rounds: int) -> dict[str, Any]:
                 spoken_at = await line.said(timeout=WAIT_S)
                 try:
                     reply = await node.wait_for("playAudio", after=spoken_at, timeout=WAIT_S)
-                except TimeoutError:
+                except (TimeoutError, CallEnded):
                     missed += 1
+                    if node.finished:
+                        break  # the server ended the call (e.g. after failed turns)
                     continue
                 latencies.append((reply.t - spoken_at) * 1000)
                 await node.wait_for_quiet(1.0, timeout=WAIT_S)
                 await _played_out(node)
+                if node.finished:
+                    break
     return {"latencies_ms": latencies, "missed": missed, "seconds": time.monotonic() - started}
 
 
@@ -176,7 +180,7 @@ def serve_and_measure(levels: Sequence[int], rounds: int, workdir: Path) -> dict
         started = time.monotonic()
         _wait_ready(port)
         out["ready_s"] = round(time.monotonic() - started, 1)
-        time.sleep(2.0)  # let the fixed lines finish caching in the background
+        _wait_cached(port)  # the fixed lines finish caching in the background
         out["rss_start_mb"] = round(proc.memory_info().rss / 2**20, 1)
         for calls in levels:
             cpu_before = sum(proc.cpu_times()[:2])
@@ -203,6 +207,19 @@ def serve_and_measure(levels: Sequence[int], rounds: int, workdir: Path) -> dict
     ]
     out["calls_under_2s"] = max(under, default=0)
     return out
+
+
+def _wait_cached(port: int, timeout_s: float = 120.0) -> None:
+    """Until /health's cached_lines stops growing (the start-up TTS work is over)."""
+    deadline = time.monotonic() + timeout_s
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        cached = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["cached_lines"]
+        if cached != last:
+            last, stable_since = cached, time.monotonic()
+        elif time.monotonic() - stable_since >= 3.0:
+            return
+        time.sleep(0.5)
 
 
 def _wait_ready(port: int, timeout_s: float = 180.0) -> None:

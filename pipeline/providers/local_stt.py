@@ -10,8 +10,9 @@ caller frame as it arrives and decides where an utterance starts and ends:
 - end (``VAD_END_MS`` of silence) -> the utterance (with a short pre-roll before the
   onset and a short tail) is transcribed off the event loop in the shared worker pool
   -> ``FINAL`` with ``speech_final=True``. The transcription starts speculatively after
-  the first ``SPECULATE_MS`` of that silence, so it overlaps the rest of the endpointing
-  wait; if the caller speaks again before the end, the guess is dropped.
+  the first ``SPECULATE_MS`` of that silence when a worker is idle, so it overlaps the
+  rest of the endpointing wait; if the caller speaks again before the end, the guess is
+  dropped.
 
 Finals come out in utterance order (one transcriber task per call, a short bounded line
 of utterances). Per-call state is a VAD instance from the pool and a few seconds of PCM.
@@ -40,7 +41,7 @@ PREROLL_MS = 200  # audio kept before the VAD onset: the first phoneme starts so
 TAIL_MS = 150  # audio kept after the speech end
 MAX_PENDING_UTTERANCES = 4  # a caller this far ahead of the transcriber loses the oldest
 MAX_EVENTS = 256
-SPECULATE_MS = 200  # quiet this long: start transcribing, in case it is the end
+SPECULATE_MS = 240  # quiet this long: start transcribing, in case it is the end (commas: less)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +55,14 @@ class _Utterance:
     number: int
     pcm: bytes
     ended_at: float  # monotonic time the VAD confirmed the end
-    guess: asyncio.Task[str] | None = None  # its transcription, started before the end
+    guess: asyncio.Task[str | None] | None = None  # its transcription, started before the end
 
 
 @dataclass(slots=True)
 class _Guess:
     number: int  # the utterance
     end: int  # stream byte offset the audio was cut at
-    task: asyncio.Task[str]
+    task: asyncio.Task[str | None]  # None: no worker was free, nothing was guessed
 
 
 class LocalSTT:
@@ -222,8 +223,8 @@ class LocalSTTStream:
             guess.task.cancel()
         assert self._utterance_start is not None
         pcm = self._slice(self._utterance_start, end)
-        what = f"utterance {self._utterances}"
-        task = asyncio.create_task(self._stt.transcribe(pcm, self._rate, what), name="stt-guess")
+        # Only on an idle worker: under load a wrong guess would delay everyone's finals.
+        task = asyncio.create_task(self._stt.transcribe_if_idle(pcm, self._rate), name="stt-guess")
         self._guess = _Guess(self._utterances, end, task)
 
     def _start_interim(self) -> None:
@@ -250,10 +251,12 @@ class LocalSTTStream:
             started = time.monotonic()
             what = f"utterance {utterance.number}"
             try:
-                if utterance.guess is not None:
-                    text = await utterance.guess
-                else:
+                guessed = None if utterance.guess is None else await utterance.guess
+                if guessed is None:
+                    utterance.guess = None  # (for the log line below)
                     text = await self._stt.transcribe(utterance.pcm, self._rate, what)
+                else:
+                    text = guessed
             except Exception:  # a native failure: lose this utterance, not the call
                 log.exception("Transcribing %s failed", what)
                 continue
