@@ -336,6 +336,8 @@ class LocalSettings(_Group):
     local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # one early transcript (0: none)
     local_stt_max_utterance_s: float = Field(15.0, ge=1, le=60)
     local_stt_workers: int = Field(1, ge=1, le=16)  # transcriptions at once per process
+    # Moonshine leaks memory per transcription: its child process is replaced this often.
+    local_stt_recycle_after: int = Field(16, ge=1, le=10_000)
     local_tts_workers: int = Field(1, ge=1, le=16)  # sentences rendered at once per process
     local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: en_US-joe-medium
 

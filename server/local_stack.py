@@ -24,6 +24,7 @@ from pipeline.inference_pool import InferencePool
 from pipeline.providers.faq_agent import FaqAgent
 from pipeline.providers.local_stt import LocalSTT, LocalSTTSettings
 from pipeline.providers.moonshine_model import MoonshineModel
+from pipeline.providers.moonshine_worker import MoonshineWorker
 from pipeline.providers.piper_tts import PiperTTS, PiperVoiceModel
 from server.providers import LOCAL_PROVIDERS, Choice, Stage
 
@@ -71,7 +72,7 @@ def build_stt(settings: Settings) -> LocalSTT:
         max_utterance_ms=int(local.local_stt_max_utterance_s * 1000),
     )
     return LocalSTT(
-        MoonshineModel.shared(),
+        MoonshineWorker.shared(local.local_stt_recycle_after),  # leaks: recycled child process
         SileroVadModel.shared(),  # pooled across apps and calls
         InferencePool("local-stt", local.local_stt_workers),
         LocalSTTSettings(segmenter, local.local_stt_interim_ms),

@@ -21,6 +21,7 @@ from pipeline.inference_pool import InferencePool
 from pipeline.providers.base import STTEvent, STTEventKind
 from pipeline.providers.local_stt import LocalSTT, LocalSTTSettings
 from pipeline.providers.moonshine_model import MoonshineModel
+from pipeline.providers.moonshine_worker import MoonshineWorker
 from pipeline.providers.piper_tts import PiperTTS, PiperVoiceModel, clauses
 from tests.conftest import FIXTURES
 
@@ -125,3 +126,19 @@ async def test_piper_speaks_at_the_call_rate(rate: int) -> None:
     assert "hello" in heard and "open" in heard
     assert tts.cache_key("Hi.", rate) == ("piper", "en_US-joe-medium", str(rate), "Hi.")
     assert tts.cache_key("Hi.", rate) != tts.cache_key("Hi.", 8000 if rate != 8000 else 16000)
+
+
+def test_the_worker_process_is_replaced_before_its_leak_matters() -> None:
+    """moonshine-cpp 0.1.4 leaks per transcription: the server runs it in a child process
+    and swaps in a warm standby every ``recycle_after`` transcriptions."""
+    worker = MoonshineWorker(recycle_after=2)
+    try:
+        worker.warm()
+        wav = read_wav_file(FIXTURES / "ask_hours.wav")
+        texts = [worker.transcribe_pcm(wav.pcm, 16000) for _ in range(3)]
+        assert worker.recycled == 1  # after the second transcription
+        assert all("opening hours" in text.lower() for text in texts), texts
+    finally:
+        worker.close()
+    with pytest.raises(ValueError, match="at least 1"):
+        MoonshineWorker(recycle_after=0)

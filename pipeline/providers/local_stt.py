@@ -34,6 +34,7 @@ from pipeline.aio import cancel_and_wait
 from pipeline.inference_pool import InferencePool
 from pipeline.providers.base import STTEvent, STTEventKind
 from pipeline.providers.moonshine_model import MoonshineModel
+from pipeline.providers.moonshine_worker import MoonshineWorker
 
 log = get_logger("MOONSHINE")
 
@@ -72,7 +73,7 @@ class LocalSTT:
 
     def __init__(
         self,
-        model: MoonshineModel,
+        model: MoonshineModel | MoonshineWorker,
         vad: SileroVadModel,
         pool: InferencePool,
         settings: LocalSTTSettings | None = None,
