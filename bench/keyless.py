@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -104,12 +105,32 @@ def _r(value: float | None, digits: int) -> float | None:
 # --- 2. calls against a real keyless server -----------------------------------------------
 
 
+def tree_rss(proc: psutil.Process) -> int:
+    """The server's RSS plus its children's (Moonshine runs in a child process)."""
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a recycled child that just exited
+            total += child.memory_info().rss
+    return total
+
+
+def tree_cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of the server, its live children and its reaped ones."""
+    times = proc.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return total
+
+
 class RssSampler:
-    """The server's peak RSS while a level runs (sampled every 0.25 s in a thread)."""
+    """The server's peak RSS (with children) while a level runs, sampled every 0.25 s."""
 
     def __init__(self, proc: psutil.Process) -> None:
         self._proc = proc
-        self.peak = proc.memory_info().rss
+        self.peak = tree_rss(proc)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -123,7 +144,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, tree_rss(self._proc))
 
 
 async def one_call(url: str, delay_s: float, rounds: int) -> dict[str, Any]:
@@ -181,12 +202,12 @@ def serve_and_measure(levels: Sequence[int], rounds: int, workdir: Path) -> dict
         _wait_ready(port)
         out["ready_s"] = round(time.monotonic() - started, 1)
         _wait_cached(port)  # the fixed lines finish caching in the background
-        out["rss_start_mb"] = round(proc.memory_info().rss / 2**20, 1)
+        out["rss_start_mb"] = round(tree_rss(proc) / 2**20, 1)
         for calls in levels:
-            cpu_before = sum(proc.cpu_times()[:2])
+            cpu_before = tree_cpu_s(proc)
             with RssSampler(proc) as rss:
                 results = asyncio.run(run_level(url, calls, rounds))
-            cpu_s = sum(proc.cpu_times()[:2]) - cpu_before
+            cpu_s = tree_cpu_s(proc) - cpu_before
             latencies = [ms for r in results for ms in r["latencies_ms"]]
             call_minutes = sum(r["seconds"] for r in results) / 60
             level = {
@@ -197,6 +218,7 @@ def serve_and_measure(levels: Sequence[int], rounds: int, workdir: Path) -> dict
                 "rss_peak_mb": round(rss.peak / 2**20, 1),
                 "rss_per_call_mb": round((rss.peak / 2**20 - out["rss_start_mb"]) / calls, 1),
             }
+            level["rss_after_mb"] = round(tree_rss(proc) / 2**20, 1)
             print(json.dumps(level), flush=True)
             out["levels"].append(level)
         out["health"] = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["local"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 
 import pytest
 
-from pipeline.inference_pool import InferencePool
+from pipeline.inference_pool import LATER, URGENT, InferencePool
 
 
 def busy(pool: InferencePool) -> bool:
@@ -86,3 +87,34 @@ async def test_errors_reach_the_caller() -> None:
     pool.close()
     with pytest.raises(ValueError, match="at least 1"):
         InferencePool("x", workers=0)
+
+
+async def test_urgent_work_goes_before_later_work_then_first_come_first_served() -> None:
+    pool = InferencePool("test-pool", workers=1)
+    release = threading.Event()
+    started = threading.Event()
+    order: list[str] = []
+
+    def blocking() -> None:
+        started.set()
+        release.wait(5)
+
+    def job(name: str) -> Callable[[], None]:
+        return lambda: order.append(name)
+
+    first = asyncio.create_task(pool.run("running", blocking))
+    await asyncio.to_thread(started.wait, 5)
+    waiting = [
+        asyncio.create_task(pool.run("a", job("later-1"), LATER)),
+        asyncio.create_task(pool.run("b", job("urgent-1"), URGENT)),
+        asyncio.create_task(pool.run("c", job("later-2"), LATER)),
+        asyncio.create_task(pool.run("d", job("urgent-2"), URGENT)),
+    ]
+    await asyncio.sleep(0.05)
+    waiting[2].cancel()  # a caller who hung up leaves the line
+    release.set()
+    await first
+    await asyncio.wait(waiting)
+    assert order == ["urgent-1", "urgent-2", "later-1"]
+    assert pool.idle
+    pool.close()

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from audio.resample import StreamResampler
 from config.logs import get_logger
-from pipeline.inference_pool import InferencePool
+from pipeline.inference_pool import LATER, URGENT, InferencePool
 from pipeline.providers.base import ProviderError
 
 log = get_logger("PIPER")
@@ -174,12 +174,14 @@ class PiperTTS:
             self.audio_s += len(pcm) / (voice.sample_rate * 2)
             return resampler.process(pcm), False
 
+        priority = URGENT  # the first words: a caller is waiting for them
         while True:
             try:
-                pcm, done = await self._pool.run("a sentence", step)
+                pcm, done = await self._pool.run("a sentence", step, priority)
             except Exception as exc:  # piper/espeak/onnx failure: the session apologises
                 raise ProviderError(_PROVIDER, f"Piper failed: {exc!r}", retryable=False) from exc
             if pcm:
                 yield pcm
             if done:
                 return
+            priority = LATER  # the rest renders while the first part plays
