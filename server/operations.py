@@ -90,6 +90,8 @@ class Readiness:
         state = self._state
         if state.lifecycle.draining:
             return "draining"
+        if state.missing():
+            return "unavailable"  # a stage has no provider: calls would only hear an apology
         if not (state.greeting_warmed.is_set() and state.connections_warmed.is_set()):
             return "warming"  # the first calls would pay a TTS round trip for the greeting
         if state.lifecycle.calls.connections >= state.settings.stream.max_calls:
