@@ -147,6 +147,15 @@ def test_words_without_a_vad_onset_are_judged_at_once() -> None:
     assert d.pauses == 0
 
 
+def test_an_onset_after_backchannel_words_does_not_pause() -> None:
+    d = decider()
+    assert d.words("achha", 1.0) is None  # the recogniser was quicker than the VAD
+    assert d.vad(True, 1.1) is None
+    assert phase(d) is Phase.OVERLAP
+    assert d.deadline() == pytest.approx(2.3)  # still watched: long speech interrupts
+    assert action(d.words("achha, but wait", 1.4)) is Action.INTERRUPT
+
+
 def test_nothing_happens_while_the_bot_is_silent() -> None:
     d = BargeInDecider(BargeInConfig(), CLASSIFIER)
     assert d.vad(True, 1.0) is None

@@ -40,7 +40,7 @@ async def reply_playing(rig: Rig) -> float:
 def test_speech_pauses_the_reply_and_without_words_interrupts_it(vad: SileroVadModel) -> None:
     async def body(rig: Rig) -> None:
         await reply_playing(rig)
-        speech = fixture_pcm("stop.wav")  # 0.3 s of silence, then "Wait, stop." (0.94 s)
+        speech = fixture_pcm("question.wav")  # 0.3 s of silence, then 1.6 s of a question
         onset = rig.now + 0.3
         feeding = asyncio.create_task(stream(rig, speech))
         await rig.until(rig.held)

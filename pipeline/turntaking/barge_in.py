@@ -15,7 +15,8 @@ Stage 2: within a bounded window the decider settles it:
 After a resume the utterance is still watched: content words that arrive late, or
 backchannel-only speech running on for ``max_backchannel_ms``, interrupt after all; a new
 onset pauses again. Words without any VAD onset (no VAD, or it missed the start) are
-judged at once: content interrupts, a backchannel does nothing.
+judged at once: content interrupts, a backchannel does nothing (and the onset that
+follows it late does not pause).
 
 The decider is a small state machine on virtual time: every input carries its time and
 :meth:`BargeInDecider.tick` must be called by :meth:`BargeInDecider.deadline`.
@@ -165,10 +166,15 @@ class BargeInDecider:
         needed = 1 if final else self._config.min_content_words
         return verdict.content_words >= needed or verdict.words > self._classifier.max_words
 
-    def _pause(self, at: float, reason: str) -> Decision:
+    def _pause(self, at: float, reason: str) -> Decision | None:
         verdict = self._verdict  # words of this utterance may already be known
         if verdict is not None and self._interrupting(verdict, final=False):
             return self._interrupt("content words")
+        if verdict is not None and verdict.backchannel and self.phase is Phase.LISTENING:
+            # The recogniser heard a backchannel before the VAD's onset: no pause for it
+            # (still watched: content words or long speech interrupt).
+            self.phase = Phase.OVERLAP
+            return None
         self.phase = Phase.PAUSED
         self._onset_at = at
         self.pauses += 1

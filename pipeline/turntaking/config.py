@@ -24,7 +24,7 @@ class TurnTakingConfig:
     playout_start_ms: int = 200  # the first frame to a dry line carries at least this
     # The local VAD's timing for barge-in (quicker than the keyless STT's segmenter).
     vad: SegmenterSettings = field(
-        default_factory=lambda: SegmenterSettings(start_ms=96, end_ms=256)
+        default_factory=lambda: SegmenterSettings(start_ms=96, end_ms=128)
     )
 
     def __post_init__(self) -> None:
