@@ -224,11 +224,11 @@ async def bargein(trials: int) -> dict[str, Any]:
 # --- preemptive reply --------------------------------------------------------------------
 
 
-async def preemptive(trials: int) -> dict[str, Any]:
+async def preemptive(trials: int, quiet_ms: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for enabled in (False, True):
         latencies: list[float] = []
-        async with _rig(preemptive_reply=enabled) as rig:
+        async with _rig(preemptive_reply=enabled, preemptive_quiet_ms=quiet_ms) as rig:
             for _ in range(trials):
                 async with _call(rig) as (node, line):
                     rig.fakes.deepgram.utterances.append("What time do you open tomorrow?")
@@ -240,7 +240,7 @@ async def preemptive(trials: int) -> dict[str, Any]:
                     await _quiet(node)
             kept = sum("kept" in m for m in rig.marks.preemptive)
             started = sum("on the interim" in m for m in rig.marks.preemptive)
-        out[f"PREEMPTIVE_REPLY={str(enabled).lower()}"] = {
+        out[f"PREEMPTIVE_REPLY={str(enabled).lower()} PREEMPTIVE_QUIET_MS={quiet_ms}"] = {
             "speech_end_to_first_audio_ms": summary(latencies),
             "speculative_started": started,
             "kept": kept,
@@ -274,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.turntaking")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bargein").add_argument("--trials", type=int, default=3)
-    sub.add_parser("preemptive").add_argument("--trials", type=int, default=5)
+    pre = sub.add_parser("preemptive")
+    pre.add_argument("--trials", type=int, default=5)
+    pre.add_argument("--quiet-ms", type=int, default=Settings().turn.preemptive_quiet_ms)
     jit = sub.add_parser("jitter")
     jit.add_argument("--calls", type=int, default=10)
     jit.add_argument("--jitter-ms", type=float, default=150.0)
@@ -282,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bargein":
         result = asyncio.run(bargein(args.trials))
     elif args.command == "preemptive":
-        result = asyncio.run(preemptive(args.trials))
+        result = asyncio.run(preemptive(args.trials, args.quiet_ms))
     else:
         result = asyncio.run(jitter(args.calls, args.jitter_ms))
     print(json.dumps(result, indent=1, ensure_ascii=False))

@@ -29,7 +29,9 @@ class Verdict(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class PreemptiveConfig:
     enabled: bool = True
-    quiet_ms: int = 150  # VAD quiet and interim unchanged this long before speculating
+    # VAD quiet and interim unchanged this long before speculating; the VAD's end of
+    # speech already means BARGE_IN_VAD_END_MS (128 ms) of silence.
+    quiet_ms: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.quiet_ms <= 5000:
