@@ -124,8 +124,16 @@ class VoiceActivityDetector:
         engine: Any,
         sample_rate: int,
         settings: SegmenterSettings | None = None,
+        quiet_dbfs: float | None = None,
     ) -> None:
         self._model = model
+        # Between utterances, a window quieter than this (RMS, dBFS) scores 0 without running
+        # the model: line hiss and digital silence, most of a call, cost almost nothing
+        # (inside an utterance every window is scored, so its end is the model's). None:
+        # score every window.
+        self._quiet_energy = (
+            None if quiet_dbfs is None else (10 ** (quiet_dbfs / 20)) ** 2
+        )  # mean square of float samples in [-1, 1]
         self._engine: Any | None = engine
         self.sample_rate = sample_rate
         self.rate = self.vad_rate(sample_rate)
@@ -173,7 +181,15 @@ class VoiceActivityDetector:
         whole = samples.size - samples.size % size
         for start in range(0, whole, size):
             window = samples[start : start + size]  # a writable view, as silero requires
-            probability = float(engine.process(memoryview(window.data)))
+            quiet = self._quiet_energy  # only between utterances: ends stay the model's
+            if (
+                quiet is not None
+                and not self.segmenter.speaking
+                and float(np.dot(window, window)) < quiet * size
+            ):
+                probability = 0.0
+            else:
+                probability = float(engine.process(memoryview(window.data)))
             self.last_probability = probability
             events.extend(self.segmenter.push(probability))
         self._pending = samples[whole:].copy()

@@ -3,6 +3,7 @@
     python -m bench.turntaking bargein --trials 3      # onset -> paused / killAudio, rates
     python -m bench.turntaking preemptive --trials 5   # speech end -> first audio, on / off
     python -m bench.turntaking jitter --calls 10       # underruns inside replies, 0-150 ms
+    python -m bench.turntaking vad-cpu --calls 50,200  # local VAD CPU per call-minute
 
 Fakes, server and simulated callers run in this process (like ``bench.warm``), with the
 bench's scripted provider latencies, so the server's log lines and the caller's clock
@@ -18,6 +19,11 @@ are one monotonic clock. The caller streams the espeak-ng fixtures in real time:
   sent) to the reply's first ``playAudio``, with ``PREEMPTIVE_REPLY`` true and false.
 * ``jitter``: whole calls on a line delaying each frame 0-150 ms (seeded); playback gaps
   under 0.3 s inside the bot's speech are underruns.
+* ``vad-cpu``: the barge-in VAD alone (what each call adds), N calls at once: every call's
+  detector is fed its next 20 ms frame in turn, a caller who speaks a third of the time
+  (fixtures and silence), for ``--seconds`` of audio; CPU time of this process per
+  call-minute of audio, the share of one core N real-time calls need, and the memory of
+  the N model instances (each call holds one while it lasts).
 
 Wall-clock figures: meaningful only on a quiet box (say so when reporting them).
 """
@@ -35,6 +41,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from audio.wav import read_wav_file
 from config.settings import Settings
@@ -270,6 +278,68 @@ async def jitter(calls: int, jitter_ms: float) -> dict[str, Any]:
     }
 
 
+def _caller_audio(seconds: float, rate: int, offset: int, noise_dbfs: float) -> bytes:
+    """A caller speaking a third of the time: fixtures between pauses, over line hiss at
+    ``noise_dbfs`` (per call, shifted and seeded)."""
+    names = sorted(p.stem for p in FIXTURES.glob("*_8k.wav")) + sorted(
+        p.stem for p in FIXTURES.glob("bc_*.wav")
+    )
+    pieces: list[bytes] = []
+    total = int(seconds * rate) * 2
+    i = offset
+    while sum(map(len, pieces)) < total:
+        speech = read_wav_file(FIXTURES / f"{names[i % len(names)]}.wav").pcm
+        pieces += [speech, bytes(len(speech) * 2)]
+        i += 1
+    pcm = np.frombuffer(b"".join(pieces)[:total], dtype="<i2").astype(np.float32)
+    hiss = np.random.default_rng(offset).standard_normal(pcm.size) * 32768 * 10 ** (noise_dbfs / 20)
+    return np.clip(pcm + hiss, -32768, 32767).astype("<i2").tobytes()
+
+
+def vad_cpu(
+    counts: Sequence[int], seconds: float, *, gate: bool, noise_dbfs: float
+) -> dict[str, Any]:
+    import psutil  # the bench extra
+
+    from audio.vad import SileroVadModel, VoiceActivityDetector
+    from pipeline.call.inbox import QUIET_DBFS
+    from pipeline.turntaking.config import TurnTakingConfig
+
+    process = psutil.Process()
+    settings = TurnTakingConfig().vad
+    out: dict[str, Any] = {}
+    for n in counts:
+        model = SileroVadModel()
+        rss_before = process.memory_info().rss
+        quiet = QUIET_DBFS if gate else None
+        detectors = [
+            VoiceActivityDetector(model, model.acquire(RATE), RATE, settings, quiet_dbfs=quiet)
+            for _ in range(n)
+        ]
+        rss_after = process.memory_info().rss
+        audio = [_caller_audio(seconds, RATE, k, noise_dbfs) for k in range(n)]
+        frame = RATE * 2 // 50
+        events = 0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for start in range(0, len(audio[0]), frame):
+            for detector, pcm in zip(detectors, audio, strict=True):
+                events += len(detector.push(pcm[start : start + frame]))
+        cpu = time.process_time() - cpu0
+        wall = time.perf_counter() - wall0
+        for detector in detectors:
+            detector.close()
+        call_minutes = n * seconds / 60
+        out[f"{n} calls, quiet gate {'on' if gate else 'off'}"] = {
+            "audio_s_per_call": seconds,
+            "cpu_s_per_call_minute": round(cpu / call_minutes, 3),
+            "core_share_at_real_time": f"{cpu / seconds * 100:.0f}%",
+            "wall_s": round(wall, 1),
+            "speech_events": events,
+            "rss_mb_for_instances": round((rss_after - rss_before) / 1e6, 1),
+        }
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.turntaking")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre = sub.add_parser("preemptive")
     pre.add_argument("--trials", type=int, default=5)
     pre.add_argument("--quiet-ms", type=int, default=Settings().turn.preemptive_quiet_ms)
+    cpu = sub.add_parser("vad-cpu")
+    cpu.add_argument("--calls", default="50,200")
+    cpu.add_argument("--seconds", type=float, default=30.0, help="of audio per call")
+    cpu.add_argument("--line-noise-dbfs", type=float, default=-65.0, help="hiss under it all")
     jit = sub.add_parser("jitter")
     jit.add_argument("--calls", type=int, default=10)
     jit.add_argument("--jitter-ms", type=float, default=150.0)
@@ -285,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(bargein(args.trials))
     elif args.command == "preemptive":
         result = asyncio.run(preemptive(args.trials, args.quiet_ms))
+    elif args.command == "vad-cpu":
+        counts = [int(n) for n in args.calls.split(",")]
+        result = {
+            **vad_cpu(counts, args.seconds, gate=False, noise_dbfs=args.line_noise_dbfs),
+            **vad_cpu(counts, args.seconds, gate=True, noise_dbfs=args.line_noise_dbfs),
+        }
     else:
         result = asyncio.run(jitter(args.calls, args.jitter_ms))
     print(json.dumps(result, indent=1, ensure_ascii=False))

@@ -8,8 +8,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from audio.vad import SileroVadModel
+from audio.speech_segmenter import SpeechEventKind
+from audio.vad import SileroVadModel, VoiceActivityDetector
+from pipeline.call.inbox import QUIET_DBFS
 from pipeline.events import BargeIn
+from pipeline.turntaking.config import TurnTakingConfig
 from tests.caller import fixture_pcm
 from tests.test_call_core import LONG, Rig, call
 
@@ -69,3 +72,46 @@ def test_noise_never_pauses_the_reply(vad: SileroVadModel) -> None:
         assert rig.line.played_ms(since=started) == pytest.approx(rig.tts.duration_ms(LONG))
 
     call([LONG], body, vad=vad)
+
+
+class _Counting:
+    """A silero instance that counts the windows it scored."""
+
+    def __init__(self, engine: object) -> None:
+        self._engine = engine
+        self.window_size_samples = engine.window_size_samples  # type: ignore[attr-defined]
+        self.scored = 0
+
+    def process(self, window: memoryview) -> float:
+        self.scored += 1
+        return float(self._engine.process(window))  # type: ignore[attr-defined]
+
+    def reset(self) -> None:
+        self._engine.reset()  # type: ignore[attr-defined]
+
+
+def test_the_quiet_gate_skips_hiss_and_hears_speech_the_same(vad: SileroVadModel) -> None:
+    rng = np.random.default_rng(5)
+    speech = fixture_pcm("question.wav") + bytes(32000)  # 0.3 s silence, speech, 1 s silence
+    samples = np.frombuffer(speech, dtype="<i2").astype(np.float32)
+    hiss = rng.standard_normal(samples.size) * 32768 * 10 ** (-65 / 20)
+    pcm = np.clip(samples + hiss, -32768, 32767).astype("<i2").tobytes()
+    settings = TurnTakingConfig().vad
+    heard = {}
+    for gate in (None, QUIET_DBFS):
+        engine = _Counting(vad.acquire(16000))
+        detector = VoiceActivityDetector(vad, engine, 16000, settings, quiet_dbfs=gate)
+        events = [e for i in range(0, len(pcm), FRAME) for e in detector.push(pcm[i : i + FRAME])]
+        detector.close()
+        heard[gate] = ([(e.kind, e.at_ms) for e in events], engine.scored)
+    (ungated, all_windows), (gated, scored) = heard[None], heard[QUIET_DBFS]
+    assert (
+        [kind for kind, _ in gated]
+        == [kind for kind, _ in ungated]
+        == [
+            SpeechEventKind.START,
+            SpeechEventKind.END,
+        ]
+    )
+    assert all(abs(a - b) <= 64 for (_, a), (_, b) in zip(gated, ungated, strict=True))
+    assert all_windows - scored >= 25  # the 1.3 s of hiss around the speech: not scored

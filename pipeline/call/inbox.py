@@ -24,6 +24,9 @@ log = get_logger("SESSION")
 NUDGE = "nudge"
 Input = STTEvent | bool | str | None  # STT event, VAD onset (True) / offset, nudge, STT ended
 INBOX_SIZE = 256  # events arrive at speech rate; the listener drains them in microseconds
+# Caller audio quieter than this is not scored by the VAD (it is not speech): phone line
+# hiss sits near -60 dBFS and below, the softest consonants of speech near -45.
+QUIET_DBFS = -55.0
 
 
 class Inbox:
@@ -82,7 +85,9 @@ class CallerVoice:
             engine = model.try_acquire(rate)
             if engine is None:
                 engine = await asyncio.to_thread(model.acquire, rate)
-            self._detector = VoiceActivityDetector(model, engine, self._rate, self._settings)
+            self._detector = VoiceActivityDetector(
+                model, engine, self._rate, self._settings, quiet_dbfs=QUIET_DBFS
+            )
         except Exception:  # a broken install must not cost the call: words still barge in
             log.exception("Local VAD unavailable for this call; barge-in waits for words")
             return False
