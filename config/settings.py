@@ -398,7 +398,9 @@ class TurnTakingSettings(_Group):
     playout_lead_ms: int = Field(400, ge=100, le=5000, validation_alias=_env("PLAYOUT_LEAD_MS"))
     playout_start_ms: int = Field(200, ge=0, le=5000, validation_alias=_env("PLAYOUT_START_MS"))
     preemptive_reply: bool = Field(True, validation_alias=_env("PREEMPTIVE_REPLY"))
-    preemptive_quiet_ms: int = Field(0, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS"))
+    preemptive_quiet_ms: int = Field(
+        150, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS")
+    )
     local_vad: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("LOCAL_VAD"))
     # The barge-in VAD's own segmenter: quicker to call speech than the keyless STT's
     # (VAD_START_MS / VAD_END_MS), whose threshold (VAD_THRESHOLD) it shares.

@@ -34,6 +34,9 @@ def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
     """Settings from an env-style dict, ignoring any .env file and the real environment."""
     values: dict[str, Any] = {key.lower(): value for key, value in env.items()}
     values.setdefault("data_dir", _RECORDS_DIR.name)
+    # A preemptive reply races the fake's final in real time (an extra LLM request when it
+    # starts first): tests that script each request turn it on themselves.
+    values.setdefault("preemptive_reply", False)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

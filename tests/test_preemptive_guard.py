@@ -88,6 +88,15 @@ def test_abandon_counts_a_discard() -> None:
     assert guard.discarded == 1
 
 
+def test_an_interim_ending_mid_sentence_waits_for_more() -> None:
+    guard = PreemptiveGuard(PreemptiveConfig(quiet_ms=0))
+    spoken(guard, "Wait,", offset_at=1.0)
+    assert guard.candidate(5.0) is None
+    assert guard.deadline() is None
+    guard.transcript("Wait, stop.", 5.1)
+    assert guard.candidate(5.1) == "Wait, stop."
+
+
 def test_disabled_never_speculates() -> None:
     guard = PreemptiveGuard(PreemptiveConfig(enabled=False))
     spoken(guard, "hello", offset_at=1.0)

@@ -153,3 +153,25 @@ async def test_a_hindi_call_runs_in_hindi_from_the_url(
     english = [r for r in fakes.cartesia.requests if r.body["voice"]["id"] != "hindi-voice"]
     assert all(r.body["language"] == "en" for r in english)  # the server's other calls
     await cleaned_up(server)
+
+
+async def test_a_preemptive_reply_is_kept_when_the_final_matches(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    server = await start_server(greeting="Hello.", preemptive_reply=True, preemptive_quiet_ms=0)
+    fakes.deepgram.endpointing_override_ms = 600  # the final comes well after the VAD's end
+    fakes.openai.replies.append(llm.Text("We open at nine."))
+    async with live_call(server.url + "?sample_rate=8000", "call-pre", 8000) as (node, line):
+        fakes.deepgram.utterances.append("What time do you open tomorrow?")
+        line.say(fixture_pcm("question_8k.wav"))
+        ended = await line.said()
+        reply = await node.wait_for("playAudio", after=ended, timeout=10)
+        await wait_until_quiet(node)
+    (request,) = fakes.openai.requests  # one request: started on the interim, kept
+    assert request.messages[-1] == {"role": "user", "content": "What time do you open tomorrow?"}
+    (connection,) = fakes.deepgram.connections
+    final_at = connection.first_sent_at("Results", speech_final=True)
+    assert final_at is not None
+    assert request.received_at < final_at  # the LLM was asked before the final existed
+    assert reply.t - ended < 1.5
+    await cleaned_up(server)

@@ -1,7 +1,8 @@
 """Preemptive reply: start thinking on a stable interim before the STT's final arrives.
 
 When the caller has gone quiet (the VAD says so) and the interim transcript has not
-changed for ``quiet_ms``, the reply can start on that interim. When the utterance's final
+changed for ``quiet_ms``, the reply can start on that interim, unless it ends in a clause
+mark ("Wait," is a caller pausing mid-sentence). When the utterance's final
 transcript comes, it is compared with the interim (both normalised): the same words keep
 the reply that is already on its way, other words discard it and the reply starts over.
 The speculative reply must not be *heard* before it is kept: its audio is held back
@@ -20,6 +21,9 @@ from pipeline.turntaking.words import normalise
 
 __all__ = ["PreemptiveConfig", "PreemptiveGuard", "Verdict"]
 
+# An interim ending in a clause mark is a caller pausing mid-sentence ("Wait," ...).
+_MID_SENTENCE = (",", ";", ":", "-", "–", "—", "…", "...")
+
 
 class Verdict(enum.Enum):
     KEEP = "keep"  # the final says what the interim said: the reply stands
@@ -30,8 +34,9 @@ class Verdict(enum.Enum):
 class PreemptiveConfig:
     enabled: bool = True
     # VAD quiet and interim unchanged this long before speculating; the VAD's end of
-    # speech already means BARGE_IN_VAD_END_MS (128 ms) of silence.
-    quiet_ms: int = 0
+    # speech already means BARGE_IN_VAD_END_MS (128 ms) of silence: ~280 ms in all,
+    # longer than most pauses inside a sentence.
+    quiet_ms: int = 150
 
     def __post_init__(self) -> None:
         if not 0 <= self.quiet_ms <= 5000:
@@ -81,7 +86,7 @@ class PreemptiveGuard:
         """When :meth:`candidate` may turn non-None without another input."""
         if not self._config.enabled or self._used or self._speaking or not self._text:
             return None
-        if normalise(self._text) == self._declined:
+        if normalise(self._text) == self._declined or self._text.endswith(_MID_SENTENCE):
             return None
         stable_since = self._stable_since()
         return None if stable_since is None else stable_since + self._quiet_s
