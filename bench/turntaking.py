@@ -17,6 +17,8 @@ are one monotonic clock. The caller streams the espeak-ng fixtures in real time:
   simulator's receipt.
 * ``preemptive``: the caller asks a question; end of speech (the fixture's last sample
   sent) to the reply's first ``playAudio``, with ``PREEMPTIVE_REPLY`` true and false.
+  The fake STT sends its final the moment its endpointing (300 ms of silence) is over;
+  ``--stt-delay-ms`` holds every result back that long, as a real recogniser's latency.
 * ``jitter``: whole calls on a line delaying each frame 0-150 ms (seeded); playback gaps
   under 0.3 s inside the bot's speech are underruns.
 * ``vad-cpu``: the barge-in VAD alone (what each call adds), N calls at once: every call's
@@ -232,11 +234,12 @@ async def bargein(trials: int) -> dict[str, Any]:
 # --- preemptive reply --------------------------------------------------------------------
 
 
-async def preemptive(trials: int, quiet_ms: int) -> dict[str, Any]:
+async def preemptive(trials: int, quiet_ms: int, stt_delay_ms: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for enabled in (False, True):
         latencies: list[float] = []
         async with _rig(preemptive_reply=enabled, preemptive_quiet_ms=quiet_ms) as rig:
+            rig.fakes.deepgram.result_delay_ms = stt_delay_ms
             for _ in range(trials):
                 async with _call(rig) as (node, line):
                     rig.fakes.deepgram.utterances.append("What time do you open tomorrow?")
@@ -248,7 +251,8 @@ async def preemptive(trials: int, quiet_ms: int) -> dict[str, Any]:
                     await _quiet(node)
             kept = sum("kept" in m for m in rig.marks.preemptive)
             started = sum("on the interim" in m for m in rig.marks.preemptive)
-        out[f"PREEMPTIVE_REPLY={str(enabled).lower()} PREEMPTIVE_QUIET_MS={quiet_ms}"] = {
+        case = f"PREEMPTIVE_REPLY={str(enabled).lower()} PREEMPTIVE_QUIET_MS={quiet_ms}"
+        out[f"{case}, STT results {stt_delay_ms:g} ms late"] = {
             "speech_end_to_first_audio_ms": summary(latencies),
             "speculative_started": started,
             "kept": kept,
@@ -347,6 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pre = sub.add_parser("preemptive")
     pre.add_argument("--trials", type=int, default=5)
     pre.add_argument("--quiet-ms", type=int, default=Settings().turn.preemptive_quiet_ms)
+    pre.add_argument(
+        "--stt-delay-ms", type=float, default=0.0, help="the fake STT's result latency"
+    )
     cpu = sub.add_parser("vad-cpu")
     cpu.add_argument("--calls", default="50,200")
     cpu.add_argument("--seconds", type=float, default=30.0, help="of audio per call")
@@ -358,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bargein":
         result = asyncio.run(bargein(args.trials))
     elif args.command == "preemptive":
-        result = asyncio.run(preemptive(args.trials, args.quiet_ms))
+        result = asyncio.run(preemptive(args.trials, args.quiet_ms, args.stt_delay_ms))
     elif args.command == "vad-cpu":
         counts = [int(n) for n in args.calls.split(",")]
         result = {
