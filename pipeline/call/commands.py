@@ -13,7 +13,7 @@ from config.logs import get_logger
 from pipeline.call.turn import Turn
 from pipeline.playout import heard_text
 from pipeline.turntaking.barge_in import Action, Decision
-from pipeline.turntaking.listener import CancelReply, Command, KeepReply, StartReply
+from pipeline.turntaking.listener import BotState, CancelReply, Command, KeepReply, StartReply
 
 if TYPE_CHECKING:
     from pipeline.call.session import CallSession
@@ -26,6 +26,30 @@ class TurnCommands:
     def __init__(self, session: CallSession) -> None:
         self._session = session
         self.speculative: Turn | None = None  # a preemptive reply waiting for its final
+
+    def wake_at(self) -> float | None:
+        """When listening must look again with no input: a window closing, the bot silent."""
+        s = self._session
+        times = [s.listening.deadline()]
+        if s.playout.speaking() and not s.playout.held:  # when the bot falls silent
+            times.append(s.playout.playing_until + s.playout.buffered_s)
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    def bot_state(self) -> BotState:
+        s = self._session
+        if not s.status.takes_turns:
+            return BotState.SILENT  # winding down: no barge-in, no new turns
+        if self.speculative is not None:
+            return BotState.PREPARING  # its audio is held back until the final confirms it
+        if s.playout.speaking():
+            return BotState.SPEAKING
+        return BotState.PREPARING if s._turn_running() else BotState.SILENT
+
+    def sync_bot(self, now: float) -> list[Command]:
+        """Tell listening what the reply is doing now (it may answer with a pause)."""
+        listening = self._session.listening
+        return listening.bot(self.bot_state(), now, line=listening.last_line)
 
     async def apply(self, command: Command) -> None:
         if isinstance(command, Decision):

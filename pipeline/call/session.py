@@ -35,7 +35,7 @@ from pipeline.call.ending import (
 )
 from pipeline.call.feed import CallFeed, Outcome
 from pipeline.call.inbox import CallerVoice, Inbox
-from pipeline.call.listening import BotState, Listening
+from pipeline.call.listening import Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
 from pipeline.call.state import CallState, CallStatus
@@ -47,7 +47,6 @@ from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
 from pipeline.providers.base import ProviderError, STTEvent, STTEventKind
 from pipeline.turntaking.config import TurnTakingConfig
-from pipeline.turntaking.listener import Command
 
 log = get_logger("SESSION")
 ws_log = get_logger("KNOWLARITY")
@@ -218,9 +217,9 @@ class CallSession:
 
     async def _listen(self) -> None:
         """Turn-taking: the caller's events and the reply's state in, commands carried out."""
-        while (item := await self._inbox.next(self._wake_at())) is not None:
+        while (item := await self._inbox.next(self.commands.wake_at())) is not None:
             now = self._clock()
-            commands = self._sync_bot(now)
+            commands = self.commands.sync_bot(now)
             if isinstance(item, STTEvent):
                 self.feed.caller_speech(item)
                 if item.kind is STTEventKind.RECONNECTED:
@@ -232,26 +231,6 @@ class CallSession:
             for command in commands:
                 await self.commands.apply(command)
         await self._recogniser_stopped()
-
-    def _wake_at(self) -> float | None:
-        times = [self.listening.deadline()]
-        if self.playout.speaking() and not self.playout.held:  # when the bot falls silent
-            times.append(self.playout.playing_until + self.playout.buffered_s)
-        known = [t for t in times if t is not None]
-        return min(known) if known else None
-
-    def _bot_state(self) -> BotState:
-        if not self.status.takes_turns:
-            return BotState.SILENT  # winding down: no barge-in, no new turns
-        if self.commands.speculative is not None:
-            return BotState.PREPARING  # its audio is held back until the final confirms it
-        if self.playout.speaking():
-            return BotState.SPEAKING
-        return BotState.PREPARING if self._turn_running() else BotState.SILENT
-
-    def _sync_bot(self, now: float) -> list[Command]:
-        state = self._bot_state()
-        return self.listening.bot(state, now, line=self.listening.last_line)
 
     async def _recogniser_stopped(self) -> None:
         if self.status.state is CallState.HUNG_UP:
