@@ -28,9 +28,32 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--label", default="")
         sp.add_argument("--server-root", default="", help="serve from another source tree")
         sp.add_argument("--nice", type=int, default=0, help="niceness of the three processes")
+        sp.add_argument("--workers", type=int, default=1, help="voice-agent serve --workers N")
+        sp.add_argument(
+            "--env",
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="a server setting, e.g. CARTESIA_TRANSPORT=websocket (repeatable)",
+        )
+    abuse = sub.add_parser("abuse", help="honest calls during an abuse run (docs/reliability.md)")
+    abuse.add_argument("--idle", type=int, default=500, help="idle sockets")
+    abuse.add_argument("--bad-per-s", type=float, default=200.0, help="bad-token handshakes/s")
+    abuse.add_argument("--post-mib", type=int, default=100, help="size of the huge POST")
+    abuse.add_argument("--fast", type=int, default=20, help="callers streaming too fast")
     sub.add_parser("report", help="rewrite docs/PERFORMANCE.md tables and the plot")
     sub.add_parser("rejoin", help="recompute every result's figures from its saved logs")
     return p
+
+
+def _env_pairs(items: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants K=V, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
 
 
 def _brief(result: dict[str, object]) -> str:
@@ -46,6 +69,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_report()
         return 0
+    if args.command == "abuse":
+        from .abuse import AbuseConfig, markdown, run_abuse
+
+        result = run_abuse(
+            AbuseConfig(
+                idle=args.idle, bad_per_s=args.bad_per_s, post_mib=args.post_mib, fast=args.fast
+            )
+        )
+        print(markdown(result))
+        print(f"(bench/results/{result['name']}.json)")
+        return 0
     if args.command == "rejoin":
         from .run import RESULTS, rejoin
 
@@ -53,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(path.name, "rejoined" if rejoin(path) else "no logs")
         return 0
     fast = not args.asyncio
+    extra = {"workers": args.workers, "server_env": _env_pairs(args.env)}
     if args.command == "smoke":
         cfgs = [
             RunConfig(
@@ -65,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 barge_every=2,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
         ]
     elif args.command == "soak":
@@ -79,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_level=args.log_level,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
         ]
     else:
@@ -93,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile_s=args.profile,
                 server_root=args.server_root,
                 nice=args.nice,
+                **extra,
             )
             for n in (int(x) for x in args.calls.split(","))
         ]

@@ -5,6 +5,8 @@ just after its metadata frame and whose ``speech_final`` send times follow the c
 utterance ends most closely (greedy over all pairs by that cost); the turn overhead is
 then, per the issue: first reply ``playAudio`` received - ``speech_final`` sent by the
 fake STT - scripted LLM time to the end of sentence one - scripted TTS first audio.
+"From speech end" starts at the caller's last speech frame instead, less the scripted
+endpointing: what the caller waits through, including the server's STT forwarding.
 "Past the fill" also takes off the scripted wait for the first 100 ms of TTS audio,
 which an exact-100 ms chunker cannot avoid: what is left is the server's own work.
 """
@@ -24,6 +26,7 @@ from testkit.openai_script import default_reply_text, split_tokens
 from .procs import Latencies
 
 MAX_ENDPOINT_S = 3.0  # a speech_final further than this after the utterance is not its own
+STT_DEFAULT_TEXT = "hello there"  # what the fake STT hears when nothing is scripted
 
 
 @dataclass
@@ -91,6 +94,11 @@ def tts_fill_ms(lat: Latencies, audio_chunk_ms: int = 100) -> float:
     raise AssertionError("unreachable: the cycle is endless")
 
 
+def scripted_ms(heard: str, lat: Latencies) -> float:
+    """Scripted provider time of a turn: LLM to the end of sentence one, TTS first audio."""
+    return llm_sentence_one_ms(heard, lat) + lat.tts_first_audio_ms
+
+
 def _cost(call: dict[str, Any], conn: SttConn, endpointing_s: float) -> float:
     """How far this connection's finals sit from where the call's utterances put them.
 
@@ -147,6 +155,7 @@ def figures(
         "greeting_ms": [],
         "turn_overhead_ms": [],
         "turn_overhead_past_fill_ms": [],
+        "turn_overhead_from_speech_end_ms": [],
         "turn_first_audio_ms": [],
         "stt_endpoint_ms": [],
         "barge_in_from_speech_started_ms": [],
@@ -162,12 +171,20 @@ def figures(
         for turn in call["turns"]:
             if turn["first_play"] is None:
                 continue
-            out["turn_first_audio_ms"].append((turn["first_play"] - turn["speech_end"]) * 1e3)
+            waited_ms = (turn["first_play"] - turn["speech_end"]) * 1e3
+            out["turn_first_audio_ms"].append(waited_ms)
             i = None if conn is None else conn.final_after(turn["speech_end"])
+            # What the caller waits through, less what the script accounts for: the STT's
+            # endpointing (in audio time, from the caller's last speech) and the providers.
+            # It needs no STT match, so it also holds when the fake's finals are late.
+            heard = conn.texts[i] if conn is not None and i is not None else STT_DEFAULT_TEXT
+            out["turn_overhead_from_speech_end_ms"].append(
+                waited_ms - lat.stt_endpointing_ms - scripted_ms(heard, lat)
+            )
             if conn is None or i is None or turn["first_play"] < conn.finals[i]:
                 continue
             final_at = conn.finals[i]
-            scripted = llm_sentence_one_ms(conn.texts[i], lat) + lat.tts_first_audio_ms
+            scripted = scripted_ms(conn.texts[i], lat)
             overhead = (turn["first_play"] - final_at) * 1e3 - scripted
             out["turn_overhead_ms"].append(overhead)
             out["turn_overhead_past_fill_ms"].append(overhead - tts_fill_ms(lat))

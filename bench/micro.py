@@ -3,6 +3,7 @@
     python -m bench.micro stt   # DeepgramStream: CPU per forwarded 20 ms frame (20 streams)
     python -m bench.micro llm   # OpenAILLM.stream vs a bare httpx SSE loop: CPU per turn
     python -m bench.micro tts   # CartesiaTTS.synthesize vs a bare httpx SSE loop: CPU per sentence
+    python -m bench.micro tts-ws  # the same sentence over SSE and over the WebSocket transport
 
 Run it from the source tree you want to measure: ``python -m`` imports ``pipeline`` from
 the working directory, so a patched copy of the tree with ``bench/`` in it works too.
@@ -32,6 +33,7 @@ from pipeline.agent import TRANSFER_TOOL
 from pipeline.providers.base import Message
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.cartesia_tts import request_body as tts_body
+from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
 from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.openai_llm import OpenAILLM
 from pipeline.providers.openai_llm import request_body as llm_body
@@ -167,9 +169,43 @@ async def tts(env: Env, n: int = 150, text: str = "You said: hello there.") -> d
         await http.aclose()
 
 
+async def tts_ws(env: Env, n: int = 150, text: str = "You said: hello there.") -> dict[str, float]:
+    """CPU per sentence: SSE (a request each) against the WebSocket (a context per reply)."""
+    base, key, voice = env["CARTESIA_BASE_URL"], env["CARTESIA_API_KEY"], env["CARTESIA_VOICE_ID"]
+    settings = CartesiaSettings(api_key=key, voice_id=voice, base_url=base, version="2025-04-16")
+    http = httpx.AsyncClient(timeout=10)
+    sse = CartesiaTTS(settings, http=http)
+    ws = CartesiaWebSocketTTS(settings)
+
+    async def over_sse() -> int:
+        return sum([len(pcm) async for pcm in sse.synthesize(text, 16000)])
+
+    async def over_ws() -> int:
+        return sum([len(pcm) async for pcm in ws.synthesize(text, 16000)])
+
+    async def reply_of_three() -> int:
+        async with ws.context(16000) as ctx:
+            for _ in range(3):
+                await ctx.push(text)
+            await ctx.end()
+            return sum([len(pcm) async for pcm in ctx.audio()])
+
+    try:
+        return {
+            "sse_cpu_ms_per_sentence": round(await _per_call_ms(over_sse, n), 2),
+            "websocket_cpu_ms_per_sentence": round(await _per_call_ms(over_ws, n), 2),
+            "websocket_cpu_ms_per_sentence_in_a_3_sentence_reply": round(
+                await _per_call_ms(reply_of_three, n // 3) / 3, 2
+            ),
+        }
+    finally:
+        await ws.aclose()
+        await http.aclose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.micro")
-    parser.add_argument("what", choices=("stt", "llm", "tts"))
+    parser.add_argument("what", choices=("stt", "llm", "tts", "tts-ws"))
     args = parser.parse_args()
     fast = procs.Latencies(
         llm_first_token_ms=0, llm_per_token_ms=0, tts_first_audio_ms=0, tts_realtime_factor=0
@@ -179,6 +215,7 @@ def main() -> int:
         "stt": stt,
         "llm": llm,
         "tts": tts,
+        "tts-ws": tts_ws,
     }
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "fakes.log"

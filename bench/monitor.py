@@ -7,6 +7,7 @@ is time the request waited for the loop). Both run in threads of the orchestrato
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,10 +33,17 @@ class ProcessWatch:
             proc = psutil.Process(self.pid)
             with proc.oneshot():
                 cpu = proc.cpu_times()
+                cpu_s = cpu.user + cpu.system
                 rss = proc.memory_info().rss
+            # `voice-agent serve --workers N`: the work is in the worker processes.
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error), child.oneshot():
+                    times = child.cpu_times()
+                    cpu_s += times.user + times.system
+                    rss += child.memory_info().rss
         except psutil.Error:
             return None
-        s = Sample(time.monotonic(), cpu.user + cpu.system, rss / 2**20)
+        s = Sample(time.monotonic(), cpu_s, rss / 2**20)
         self.samples.append(s)
         return s
 

@@ -103,13 +103,24 @@ def fakes(lat: Latencies, log: Path, max_records: int) -> Iterator[tuple[int, di
 
 @contextlib.contextmanager
 def server(
-    env: Mapping[str, str], log: Path, port: int, fast_loop: bool, root: Path = ROOT
+    env: Mapping[str, str],
+    log: Path,
+    port: int,
+    fast_loop: bool,
+    root: Path = ROOT,
+    workers: int = 1,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """The real server, as users run it: ``uvicorn server:app``.
+    """The real server, as users run it: ``uvicorn server:app`` (one process), or
+    ``voice-agent serve --workers N`` (N worker processes under a supervisor).
 
     ``root`` is the source tree it imports from (its working directory comes first on
     ``sys.path``): point it at a patched copy to measure a change before it lands.
     """
+    if workers > 1:
+        serve = [PYTHON, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        with managed([*serve, "--workers", str(workers)], {**os.environ, **env}, log, root) as p:
+            yield p
+        return
     argv = [
         PYTHON,
         "-m",

@@ -21,6 +21,7 @@ SOAK_START, SOAK_END = "<!-- bench:soak -->", "<!-- /bench:soak -->"
 FIGURES = (
     ("turn_overhead_ms", "turn overhead"),
     ("turn_overhead_past_fill_ms", "turn overhead past the 100 ms fill"),
+    ("turn_overhead_from_speech_end_ms", "turn overhead from caller's speech end"),
     ("greeting_ms", "greeting (cached)"),
     ("barge_in_from_words_ms", "barge-in (words → kill)"),
     ("barge_in_from_speech_started_ms", "barge-in (SpeechStarted → kill)"),

@@ -43,6 +43,8 @@ class RunConfig:
     label: str = ""
     nice: int = 0  # applied to the three processes (e.g. -5 on a box shared with other work)
     server_root: str = ""  # another source tree for the server (A/B a patch); "" = this one
+    workers: int = 1  # > 1: `voice-agent serve --workers N` instead of one uvicorn process
+    server_env: tuple[tuple[str, str], ...] = ()  # extra settings, e.g. CARTESIA_TRANSPORT
     latencies: procs.Latencies = field(default_factory=procs.Latencies)
 
 
@@ -117,8 +119,10 @@ def run_once(cfg: RunConfig) -> dict[str, Any]:
     with procs.fakes(cfg.latencies, logs / "fakes.log", max_records) as (fakes_pid, env):
         # Admission control (MAX_CALLS) is the server's; the bench measures past it.
         server_env = {**env, "LOG_LEVEL": cfg.log_level, "MAX_CALLS": str(4 * cfg.calls + 50)}
+        server_env.update(dict(cfg.server_env))
         root = Path(cfg.server_root) if cfg.server_root else procs.ROOT
-        with procs.server(server_env, logs / "server.log", port, cfg.fast_loop, root) as server:
+        log = logs / "server.log"
+        with procs.server(server_env, log, port, cfg.fast_loop, root, cfg.workers) as server:
             procs.wait_healthy(port)
             cached_at_cold = int(
                 httpx.get(f"http://127.0.0.1:{port}/health").json()["cached_lines"]

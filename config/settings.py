@@ -9,8 +9,13 @@ in code each lives in its group, under its name without the group's prefix::
     settings.knowlarity.sr_api_key   KNOWLARITY_SR_API_KEY  (.admin_api_token: ADMIN_API_TOKEN)
     settings.agent.greeting          GREETING     (groups without a prefix keep the whole name)
     settings.stream.max_calls        MAX_CALLS    (/voice: rate, chunks, security, limits)
+    settings.stream.ip_max_pending   VOICE_IP_MAX_PENDING  (names that differ say so)
     settings.server.host             HOST         (the process: host, port, logs, drain)
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
+    settings.turn.playout_lead_ms    PLAYOUT_LEAD_MS  (barge-in, backchannels, pacing, VAD)
+    settings.hindi.greeting          GREETING_HI  (the ?lang=hi profile)
+    settings.records.retention_days  RECORDS_RETENTION_DAYS (.database_url: DATABASE_URL)
+    settings.telemetry.otlp_endpoint OTEL_EXPORTER_OTLP_ENDPOINT (.metrics_enabled)
 
 The settings are built once (:func:`get_settings`) and each component is handed its group.
 ``Settings(deepgram_api_key=...)`` (flat names, any case) and ``Settings(deepgram=...)``
@@ -34,6 +39,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,7 +51,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from config.dburl import async_database_url, url_password
+
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
+MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
+MIN_SECRET_CHARS = 8  # provider and Knowlarity keys
 
 
 def _env(name: str) -> Any:
@@ -61,10 +71,28 @@ def _none_if_blank(value: object) -> object:
     return (value.strip() or None) if isinstance(value, str) else value
 
 
+def _long_enough(value: SecretStr | None, name: str, minimum: int, kind: str) -> SecretStr | None:
+    """Refuse a secret too short to be real: a placeholder, and one that could not be masked
+    in logs without mangling every line that happens to contain it."""
+    text = value.get_secret_value().strip() if value is not None else ""
+    if text and len(text) < minimum:
+        hint = (
+            ': python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            if kind == "token"
+            else ""
+        )
+        raise ValueError(
+            f"{name} is {len(text)} characters: too short to be a {kind} (at least {minimum}){hint}"
+        )
+    return value
+
+
 class _Group(BaseModel):
     """A frozen settings group; fields are filled by their environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", hide_input_in_errors=True
+    )
     prefix: ClassVar[str] = ""
 
     @classmethod
@@ -87,21 +115,51 @@ def _env_name(prefix: str, field_name: str, info: FieldInfo) -> str:
 
 
 class ServerSettings(_Group):
-    host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
+    # Loopback by default: a public address needs stream authentication (StreamSettings).
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
     port: int = Field(8000, validation_alias=_env("PORT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("LOG_LEVEL")
     )
     # SIGTERM: let calls finish this long (server/lifecycle.py).
     drain_seconds: float = Field(30.0, ge=0, le=3600, validation_alias=_env("DRAIN_SECONDS"))
+    # Largest HTTP request body; larger gets 413 before it is read (server/body_limit.py).
+    api_max_body_bytes: int = Field(
+        65_536, ge=1024, le=16 * 1_048_576, validation_alias=_env("API_MAX_BODY_BYTES")
+    )
+    # `voice-agent serve` processes on one port (SO_REUSEPORT); 0 = one per usable CPU core.
+    workers: int = Field(0, ge=0, le=256, validation_alias=_env("WORKERS"))
+    # Keep-alive connections to the LLM and TTS opened at start-up and re-used every
+    # WARM_INTERVAL_S so the first turn (and a turn after a pause) finds them open; 0 = off.
+    warm_connections: int = Field(2, ge=0, le=64, validation_alias=_env("WARM_CONNECTIONS"))
+    warm_interval_s: float = Field(15.0, gt=0, le=600, validation_alias=_env("WARM_INTERVAL_S"))
+    # The browser playground (server/playground.py): the page at GET /, its per-call event
+    # feeds and call history, guarded like /voice. False: none of them is served.
+    playground_enabled: bool = Field(True, validation_alias=_env("PLAYGROUND_ENABLED"))
+
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # the cores this process may run on
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+
+    @property
+    def http_keepalive_s(self) -> float:
+        """How long an idle pooled connection is kept: past the next warm-up when warming."""
+        return self.warm_interval_s * 2 + 5 if self.warm_connections else 5.0
 
 
 class StreamSettings(_Group):
     """The Stream Node's ``/voice`` stream: audio format, security and limits.
 
     The Stream Node can only be given a wss-url, so the shared secret travels in it:
-    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). Unset: /voice is open.
+    wss://host/voice/<VOICE_WS_TOKEN> (or /voice?token=...). With neither it nor
+    VOICE_ALLOWED_IPS (and VOICE_AUTH=auto), a public bind refuses to start and only local
+    handshakes are served (server/exposure.py); VOICE_AUTH=none opens /voice on purpose.
     X-Forwarded-For is believed only from TRUSTED_PROXIES (e.g. 127.0.0.1/32 for ngrok).
+    The per-address limits (server/limits.py) exempt VOICE_ALLOWED_IPS.
     """
 
     sample_rate: int = Field(16000, validation_alias=_env("SAMPLE_RATE"))
@@ -113,9 +171,37 @@ class StreamSettings(_Group):
     max_frame_bytes: int = Field(
         1_048_576, ge=1024, le=64 * 1_048_576, validation_alias=_env("MAX_FRAME_BYTES")
     )
+    # Four short fields: capped hard (wire/knowlarity.py never reads more than 8 KiB).
     max_metadata_bytes: int = Field(
-        8192, ge=256, le=1_048_576, validation_alias=_env("MAX_METADATA_BYTES")
+        4096, ge=256, le=8192, validation_alias=_env("MAX_METADATA_BYTES")
     )
+    voice_auth: Literal["auto", "none"] = Field("auto", validation_alias=_env("VOICE_AUTH"))
+    ip_handshakes_per_s: float = Field(
+        20.0, gt=0, le=100_000, validation_alias=_env("VOICE_IP_HANDSHAKES_PER_S")
+    )
+    ip_handshake_burst: int = Field(
+        100, ge=1, le=1_000_000, validation_alias=_env("VOICE_IP_HANDSHAKE_BURST")
+    )
+    ip_max_pending: int = Field(32, ge=1, le=100_000, validation_alias=_env("VOICE_IP_MAX_PENDING"))
+    # Strikes (wrong token, refused address, a stream that sent nothing) before a ban.
+    ip_auth_failures_per_min: int = Field(
+        20, ge=1, le=100_000, validation_alias=_env("VOICE_IP_AUTH_FAILURES_PER_MIN")
+    )
+    ip_ban_s: float = Field(300.0, ge=1, le=86_400, validation_alias=_env("VOICE_IP_BAN_S"))
+    # Caller audio beyond real time is dropped; this much may arrive early (jitter).
+    inbound_audio_burst_s: float = Field(
+        2.0, ge=0.2, le=60, validation_alias=_env("INBOUND_AUDIO_BURST_S")
+    )
+
+    @field_validator("voice_auth", mode="before")
+    @classmethod
+    def _voice_auth_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("voice_ws_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "VOICE_WS_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @field_validator("sample_rate")
     @classmethod
@@ -154,6 +240,11 @@ class DeepgramSettings(_Group):
     stall_timeout_s: float = Field(1.5, gt=0, le=60)
     max_outage_s: float = Field(10.0, gt=0, le=600)
 
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "DEEPGRAM_API_KEY", MIN_SECRET_CHARS, "key")
+
     @property
     def configured(self) -> bool:
         return present(self.api_key)
@@ -184,6 +275,12 @@ class OpenAISettings(_Group):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+    @field_validator("api_key", "fallback_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"OPENAI_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
 
     @property
     def configured(self) -> bool:
@@ -219,11 +316,24 @@ class CartesiaSettings(_Group):
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
     first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
     idle_timeout_s: float = Field(2.0, gt=0, le=60)
+    # "sse": an HTTP request per sentence; "websocket": one socket per process, one
+    # context per reply, the reply's text pushed into it as the LLM writes it.
+    transport: Literal["sse", "websocket"] = "sse"
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _transport_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("voice_id", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "CARTESIA_API_KEY", MIN_SECRET_CHARS, "key")
 
     @property
     def configured(self) -> bool:
@@ -261,11 +371,84 @@ class AgentSettings(_Group):
     max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
     # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
     agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
+    # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
+    first_clause_chars: int = Field(0, ge=0, le=1000, validation_alias=_env("FIRST_CLAUSE_CHARS"))
 
     @field_validator("transfer_number", "agent_file", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
+
+
+class TurnTakingSettings(_Group):
+    """Two-stage barge-in, backchannels, just-in-time playout, preemptive reply and the
+    local VAD (docs/turn-taking.md)."""
+
+    barge_in_window_ms: int = Field(
+        400, ge=50, le=5000, validation_alias=_env("BARGE_IN_WINDOW_MS")
+    )
+    barge_in_max_backchannel_ms: int = Field(
+        1200, ge=50, le=10_000, validation_alias=_env("BARGE_IN_MAX_BACKCHANNEL_MS")
+    )
+    backchannel_phrases: str = Field("", validation_alias=_env("BACKCHANNEL_PHRASES"))
+    backchannel_max_words: int = Field(
+        4, ge=1, le=20, validation_alias=_env("BACKCHANNEL_MAX_WORDS")
+    )
+    backchannel_hold_s: float = Field(4.0, ge=0, le=60, validation_alias=_env("BACKCHANNEL_HOLD_S"))
+    playout_lead_ms: int = Field(400, ge=100, le=5000, validation_alias=_env("PLAYOUT_LEAD_MS"))
+    playout_start_ms: int = Field(200, ge=0, le=5000, validation_alias=_env("PLAYOUT_START_MS"))
+    preemptive_reply: bool = Field(True, validation_alias=_env("PREEMPTIVE_REPLY"))
+    preemptive_quiet_ms: int = Field(
+        150, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS")
+    )
+    local_vad: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("LOCAL_VAD"))
+    vad_start_ms: int = Field(96, ge=32, le=2000, validation_alias=_env("VAD_START_MS"))
+    vad_end_ms: int = Field(256, ge=32, le=5000, validation_alias=_env("VAD_END_MS"))
+
+    @field_validator("local_vad", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """BACKCHANNEL_PHRASES as a list (empty: the built-in English and Hindi list)."""
+        return tuple(p.strip() for p in self.backchannel_phrases.split(",") if p.strip())
+
+
+class HindiSettings(_Group):
+    """The Hindi (or Hinglish) profile a call gets with ``/voice?lang=hi``. Unset lines
+    and prompt use the built-in Hindi ones; an unset voice uses CARTESIA_VOICE_ID."""
+
+    default_language: Literal["en", "hi"] = Field("en", validation_alias=_env("DEFAULT_LANGUAGE"))
+    deepgram_language: str = Field("hi", validation_alias=_env("DEEPGRAM_LANGUAGE_HI"))
+    cartesia_language: str = Field("hi", validation_alias=_env("CARTESIA_LANGUAGE_HI"))
+    cartesia_voice_id: str | None = Field(None, validation_alias=_env("CARTESIA_VOICE_ID_HI"))
+    greeting: str | None = Field(None, validation_alias=_env("GREETING_HI"))
+    system_prompt: str | None = Field(None, validation_alias=_env("SYSTEM_PROMPT_HI"))
+    fallback_line: str | None = Field(None, validation_alias=_env("FALLBACK_LINE_HI"))
+    goodbye_line: str | None = Field(None, validation_alias=_env("GOODBYE_LINE_HI"))
+    transfer_line: str | None = Field(None, validation_alias=_env("TRANSFER_LINE_HI"))
+    unavailable_line: str | None = Field(None, validation_alias=_env("UNAVAILABLE_LINE_HI"))
+
+    @field_validator(
+        "cartesia_voice_id",
+        "greeting",
+        "system_prompt",
+        "fallback_line",
+        "goodbye_line",
+        "transfer_line",
+        "unavailable_line",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 Channel = Literal["Basic", "Advance", "Premium", "Enterprise"]
@@ -314,6 +497,17 @@ class KnowlaritySettings(_Group):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.strip().rstrip("/")
+
+    @field_validator("api_key", "sr_api_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        name = f"KNOWLARITY_{str(info.field_name).upper()}"
+        return _long_enough(value, name, MIN_SECRET_CHARS, "key")
+
+    @field_validator("admin_api_token")
+    @classmethod
+    def _token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        return _long_enough(value, "ADMIN_API_TOKEN", MIN_TOKEN_CHARS, "token")
 
     @property
     def kpi_configured(self) -> bool:
@@ -364,6 +558,58 @@ class ProviderSettings(_Group):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class RecordsSettings(_Group):
+    """Call records (records/): PostgreSQL at DATABASE_URL when several processes or
+    machines share them, else an SQLite file under DATA_DIR. Writes never block a call."""
+
+    prefix: ClassVar[str] = "RECORDS_"
+
+    enabled: bool = True
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    data_dir: str = Field("data", validation_alias=_env("DATA_DIR"))
+    mask_numbers: bool = True  # keep only the last 4 digits of phone numbers
+    retention_days: float = Field(90.0, ge=0, le=36_500)  # 0 = keep for ever
+    queue_size: int = Field(1000, ge=10, le=1_000_000)
+    migrate_on_start: bool = True
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # After parsing, and the error names the scheme only, never the URL's password.
+        if value is not None:
+            async_database_url(value.get_secret_value(), ".")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy async URL of the records database."""
+        raw = self.database_url.get_secret_value() if self.database_url is not None else None
+        return async_database_url(raw, self.data_dir)
+
+    def password(self) -> str | None:
+        return url_password(self.database_url.get_secret_value()) if self.database_url else None
+
+
+class TelemetrySettings(_Group):
+    """``GET /metrics`` (Prometheus) and optional OpenTelemetry traces."""
+
+    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    # Bearer token for GET /metrics from another host (Prometheus); local requests and the
+    # admin token need none. Unset: only those two.
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    otlp_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
 # --- the whole -------------------------------------------------------------------------
 
 _GROUPS: dict[str, type[_Group]] = {
@@ -376,6 +622,10 @@ _GROUPS: dict[str, type[_Group]] = {
     "knowlarity": KnowlaritySettings,
     "providers": ProviderSettings,
     "local": LocalSettings,
+    "turn": TurnTakingSettings,
+    "hindi": HindiSettings,
+    "records": RecordsSettings,
+    "telemetry": TelemetrySettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -403,7 +653,11 @@ class _FlatEnvironment(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # a bad setting's error must not print a key or password
     )
 
     server: ServerSettings = ServerSettings()
@@ -415,6 +669,10 @@ class Settings(BaseSettings):
     knowlarity: KnowlaritySettings = KnowlaritySettings()
     providers: ProviderSettings = ProviderSettings()
     local: LocalSettings = LocalSettings()
+    turn: TurnTakingSettings = TurnTakingSettings()
+    hindi: HindiSettings = HindiSettings()
+    records: RecordsSettings = RecordsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -470,8 +728,11 @@ class Settings(BaseSettings):
             self.knowlarity.admin_api_token,
             self.stream.voice_ws_token,
             self.openai.fallback_api_key,
+            self.telemetry.metrics_token,
         ]
-        return [v.get_secret_value() for v in values if v is not None and present(v)]
+        found = [v.get_secret_value() for v in values if v is not None and present(v)]
+        password = self.records.password()
+        return [*found, password] if password else found
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,7 @@ from kpi.errors import (
     KnowlarityTransportError,
     check_response,
 )
+from kpi.konnect_stream import KonnectFramer
 from kpi.models import (
     KonnectEvent,
     MakeCallResult,
@@ -45,6 +46,7 @@ from kpi.models import (
     NotificationRegistration,
     OtpCallResult,
     PageMeta,
+    UnknownEvent,
     parse_event,
 )
 from kpi.redaction import guard_logs, redact
@@ -58,7 +60,6 @@ from kpi.wire import (
 )
 from pipeline.aio import Closing
 from pipeline.retry import RetryPolicy
-from wire.sse import SseParser
 
 if TYPE_CHECKING:
     from config.settings import KnowlaritySettings
@@ -159,6 +160,8 @@ class KnowlarityClient(Closing):
         self._stream_connected = False
         self._last_event_id: str | None = None
         self._server_retry_s: float | None = None
+        self._unparsed_logged = 0
+        self._json_lines_noted = False
         guard_logs(config.secrets)
 
     async def aclose(self) -> None:
@@ -312,7 +315,8 @@ class KnowlarityClient(Closing):
         failures = 0
         try:
             while True:
-                parser = SseParser()
+                parser = KonnectFramer()
+                self._unparsed_logged, self._json_lines_noted = 0, False
                 delivered = False
                 try:
                     async with self._http.stream(
@@ -332,10 +336,13 @@ class KnowlarityClient(Closing):
                                 "konnect stream connected: %s", self.stream_url_redacted
                             )
                             async for chunk in response.aiter_bytes():
-                                for sse in parser.feed(chunk):
+                                for payload in parser.feed(chunk):
                                     delivered = True
-                                    yield parse_event(sse.data)
-                            parser.close()
+                                    yield self._event(payload, parser)
+                                self._log_unparsed(parser)
+                            for payload in parser.close():
+                                yield self._event(payload, parser)
+                            self._log_unparsed(parser)
                             stream_log.info("konnect stream closed by the server")
                 except httpx.TimeoutException:
                     stream_log.warning(
@@ -346,10 +353,10 @@ class KnowlarityClient(Closing):
                     stream_log.warning("konnect stream dropped: %s", self._describe(exc))
                 finally:
                     self._stream_connected = False
-                    if parser.last_event_id is not None:
-                        self._last_event_id = parser.last_event_id
-                    if parser.retry_ms is not None:
-                        self._server_retry_s = parser.retry_ms / 1000
+                    if parser.sse.last_event_id is not None:
+                        self._last_event_id = parser.sse.last_event_id
+                    if parser.sse.retry_ms is not None:
+                        self._server_retry_s = parser.sse.retry_ms / 1000
                 if delivered:
                     failures = 0
                 failures += 1
@@ -364,6 +371,24 @@ class KnowlarityClient(Closing):
         finally:
             self._streaming = False
             self._stream_connected = False
+
+    def _event(self, payload: str, framer: KonnectFramer) -> KonnectEvent:
+        if framer.json_lines and not self._json_lines_noted:
+            self._json_lines_noted = True  # once per connection
+            stream_log.info("konnect stream sends bare JSON lines (not SSE): reading them")
+        event = parse_event(payload)
+        if isinstance(event, UnknownEvent) and event.raw_data is not None:
+            framer.unparsed.append(f"not a JSON object: {_trim(payload)}")
+        return event
+
+    def _log_unparsed(self, framer: KonnectFramer) -> None:
+        """Everything that was no event is logged: the first few per connection, then one
+        in a hundred (a broken stream must not flood the log)."""
+        for what in framer.take_unparsed():
+            self._unparsed_logged += 1
+            count = self._unparsed_logged
+            if count <= _LOGGED_UNPARSED or count % 100 == 0:
+                stream_log.warning("konnect stream: skipped %s (#%d)", self._redact(what), count)
 
     def _stream_headers(self) -> dict[str, str]:
         headers = {"accept": "text/event-stream", "cache-control": "no-cache"}
@@ -460,6 +485,14 @@ class KnowlarityClient(Closing):
 def _tls_context() -> ssl.SSLContext:
     # Loading the CA bundle takes tens of ms; one context serves every client.
     return httpx.create_ssl_context()
+
+
+_LOGGED_UNPARSED = 5
+
+
+def _trim(text: str, limit: int = 80) -> str:
+    shown = repr(text[:limit])
+    return shown if len(text) <= limit else f"{shown}… (+{len(text) - limit} chars)"
 
 
 _MAYBE_DONE = "; it may have been processed (a call may have been placed), so it was not retried"

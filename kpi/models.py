@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from kpi import validation
@@ -71,8 +72,34 @@ class PageMeta(_Open):
     total_count: int | str | None = None
 
 
+# Credentials Knowlarity passes through in registrations and events: an integration's
+# Knowlarity key (k_api_key), its CRM key (app_api_key) and CRM login (app_data, e.g.
+# '{"username": "admin", "password": "..."}' in the reference). They are dropped on the
+# way in, so no log line, /api answer or CLI output can carry them.
+_CREDENTIAL_FIELDS = frozenset({"k_api_key", "app_api_key", "app_data"})
+_CREDENTIAL_NAME = re.compile(r"api_?key|secret|passw(or)?d|token|credential", re.IGNORECASE)
+
+
+def drop_credentials(value: Any) -> Any:
+    """``value`` with credential-like keys removed from every mapping in it."""
+    if isinstance(value, dict):
+        return {
+            k: drop_credentials(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and (k in _CREDENTIAL_FIELDS or _CREDENTIAL_NAME.search(k)))
+        }
+    if isinstance(value, list):
+        return [drop_credentials(v) for v in value]
+    return value
+
+
 class NotificationRegistration(_Open):
-    """One registered integration, as List Registrations returns it."""
+    """One registered integration, as List Registrations returns it (credentials dropped)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        return drop_credentials(data)
 
     id: int | str | None = None
     k_number: str | None = None
@@ -168,9 +195,6 @@ class UnknownEvent(_Open):
 KonnectEvent = TelephonyEvent | CdrEvent | UnknownEvent
 EventKind = Literal["telephony", "cdr", "unknown"]
 
-# Documented as "optional fields, should be ignored"; k_api_key is a credential, so it is
-# dropped here rather than carried into logs, the /api/events buffer or CLI output.
-_DROPPED_FIELDS = ("k_api_key",)
 _STRAY_COMMA = re.compile(r"(?<=[{,])\s*,")
 
 
@@ -181,7 +205,8 @@ def parse_event(data: str) -> KonnectEvent:
         value = _loads_lenient(value)
     if not isinstance(value, dict):
         return UnknownEvent(raw_data=data)
-    fields = {k: v for k, v in value.items() if k not in _DROPPED_FIELDS}
+    # k_api_key is documented as "optional, should be ignored": it is a credential.
+    fields = drop_credentials(value)
     try:
         if str(fields.get("type") or "").upper() == "CDR":
             return CdrEvent.model_validate(fields)

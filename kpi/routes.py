@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, SecretStr
 
 from kpi.errors import ConfigError, InputError, KnowlarityError, KnowlarityTransportError
 from kpi.models import (
@@ -50,27 +52,60 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def admin_refusal(authorization: str | None, token: SecretStr | None) -> tuple[int, str] | None:
+    """(status, detail) when ``Authorization`` does not carry ADMIN_API_TOKEN, else None.
+
+    Used twice: by the routes, and by the app's body guard before any body is read.
+    """
+    expected = token.get_secret_value().strip() if token is not None else ""
+    if not expected:
+        return (
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the /api routes are disabled: set ADMIN_API_TOKEN to enable them",
+        )
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), expected.encode()
+    ):
+        return (
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer ADMIN_API_TOKEN)",
+        )
+    return None
+
+
+def check_admin(token: SecretStr | None, request: Request) -> None:
+    """The routes' guard (also the call records'): an HTTP error unless the request
+    carries ADMIN_API_TOKEN."""
+    refusal = admin_refusal(request.headers.get("authorization"), token)
+    if refusal is not None:
+        code, detail = refusal
+        headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
+        raise HTTPException(code, detail, headers=headers)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Bad input is 422 with each error's place and reason, never the input echoed back:
+    it may be large, and it may not even be JSON (a body of ``Infinity`` parses to a float
+    that FastAPI's own handler then failed to encode: a 500 from bad input)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {
+            "loc": [part if isinstance(part, int) else str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 def build_router(get_service: Callable[[], KpiService]) -> APIRouter:
     """The ``/api`` routes; ``get_service`` returns the app's single :class:`KpiService`."""
     Service = Annotated[KpiService, Depends(get_service)]
 
     def require_admin(request: Request, service: Service) -> None:
-        token = service.settings.admin_api_token
-        expected = token.get_secret_value().strip() if token is not None else ""
-        if not expected:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                "the /api routes are disabled: set ADMIN_API_TOKEN to enable them",
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), expected.encode()
-        ):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong admin token (Authorization: Bearer ADMIN_API_TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        check_admin(service.settings.admin_api_token, request)
 
     router = APIRouter(
         prefix="/api",

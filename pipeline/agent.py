@@ -33,6 +33,7 @@ class AgentConfig:
     max_history_messages: int = 40
     silence_timeout_s: float = 30.0  # caller silent this long (bot quiet too): goodbye
     max_call_s: float = 3600.0
+    first_clause_chars: int = 0  # send the reply's first clause early (0 = off)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> AgentConfig:
@@ -47,6 +48,7 @@ class AgentConfig:
             max_call_s=settings.max_call_seconds,
             turn_deadline_s=settings.turn_deadline_s,
             max_failed_turns=settings.max_failed_turns,
+            first_clause_chars=settings.first_clause_chars,
         )
 
     @property

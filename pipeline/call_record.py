@@ -51,6 +51,20 @@ class CallRegistry:
         self._trim()
         return record
 
+    def unique_id(self, call_id: str) -> str:
+        """``call_id``, or ``call_id.2``, ``.3``... when a live call already has it.
+
+        A second live call with the same id must never replace the first one's record
+        (the registry is keyed by id): it gets its own. A finished call's id may be reused.
+        """
+        existing = self._records.get(call_id)
+        if existing is None or not existing.active:
+            return call_id
+        n = 2
+        while f"{call_id}.{n}" in self._records:
+            n += 1
+        return f"{call_id}.{n}"
+
     def get(self, call_id: str) -> CallRecord | None:
         return self._records.get(call_id)
 

@@ -13,6 +13,21 @@ Boundaries:
 - A newline.
 - A sentence longer than ``max_chars`` is cut at its last clause mark (``, ; : — –``)
   within the limit, else at its last space, else hard.
+
+Certain ends go out without waiting for the next token (it comes one LLM token later,
+~30 ms): a terminator that ends the text so far is a boundary at once when the words
+before it settle it. That is ``! ? । ॥ 。！？`` after a word with no URL characters, and
+``.`` after a plain word of two or more letters that is no known abbreviation (so not a
+number, initial, list marker, ellipsis or domain part), in both cases outside any open
+quote, bracket or emphasis. Everything else keeps the lookahead above. The one thing a
+certain cut cannot see is what the next token glues onto the terminator (``?!``, ``.com``,
+a closing quote after the quotes were balanced): LLM tokenizers deliver those with the
+terminator, so in practice the result is the same for every chunking that never splits
+a terminator from the non-space characters right after it (the tests hold it to that).
+
+``first_clause_chars`` (0 = off) also sends the first clause of a reply early: at a
+``, ; : — –`` followed by a space, once the reply so far is at least that long. The
+clause cut is decided by the text up to the mark and one character after it.
 """
 
 from __future__ import annotations
@@ -42,6 +57,19 @@ _SOFT: Final = frozenset(
     {"etc", "a.m", "p.m", "inc", "ltd", "co", "corp", "dept", "govt", "est"}
     | {"jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec"}
 )
+# Also never a certain end without seeing the next word (units, address parts, numbering).
+_MAYBE_ABBREV: Final = frozenset(
+    {"no", "nos", "tel", "ph", "mob", "ext", "ave", "blvd", "rd", "hwy", "apt", "bldg", "fl"}
+    | {"sq", "ft", "km", "kg", "cm", "mm", "ml", "lb", "lbs", "oz", "hr", "hrs", "min", "mins"}
+    | {"sec", "secs", "yr", "yrs", "mo", "mos", "wk", "wks", "pg", "pp", "vol", "ch", "ed"}
+    | {"al", "ex", "misc", "dist", "nr", "opp", "qty", "amt", "bal", "acct", "avg", "max"}
+    | {"temp", "www", "univ", "bros", "assoc", "intl", "natl", "mfg", "op", "art", "sch"}
+    | {"ii", "iii", "iv", "vi", "vii", "viii", "ix", "xi", "xii"}
+)
+_PLAIN_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")  # "done", "don't", "well-known"
+_URLISH: Final = frozenset("/.:=&@#%+~\\_")
+_OPEN_BRACKETS: Final = "([{（「『«‹“"
+_CLOSE_BRACKETS: Final = ")]}）」』»›”"
 _INITIALS = re.compile(r"(?:[^\W\d_]\.)*[^\W\d_]")  # "U.S", "A", "e.g"
 _HAS_WORD = re.compile(r"[^\W_]")
 _LEADING_MARKUP = re.compile(r"#{1,6}\s+|[-*•+]\s+")  # heading marker or list bullet
@@ -55,15 +83,21 @@ _CUT: Final = 2  # boundary
 class SentenceSplitter:
     """Feed LLM deltas with push(); call flush() at the end of the reply."""
 
-    __slots__ = ("_buf", "_max", "_min", "_pos", "_start")
+    __slots__ = ("_buf", "_clause", "_emitted", "_max", "_min", "_pos", "_start")
 
-    def __init__(self, min_chars: int = 1, max_chars: int = 250) -> None:
+    def __init__(
+        self, min_chars: int = 1, max_chars: int = 250, first_clause_chars: int = 0
+    ) -> None:
         if max_chars < 1 or min_chars > max_chars:
             raise ValueError(
                 f"need 1 <= max_chars and min_chars <= max_chars, got {min_chars}, {max_chars}"
             )
+        if first_clause_chars < 0:
+            raise ValueError(f"first_clause_chars must be >= 0, got {first_clause_chars}")
         self._min = min_chars
         self._max = max_chars
+        self._clause = first_clause_chars
+        self._emitted = False  # a first clause or sentence of this reply went out
         self._buf = ""
         self._start = 0  # start of the current sentence in _buf
         self._pos = 0  # everything in [_start, _pos) is known not to be a boundary
@@ -83,6 +117,13 @@ class SentenceSplitter:
             pos = max(pos, start)
             limit = start + self._max
             m = _CANDIDATE.search(buf, pos, min(n, limit))
+            if self._clause and not self._emitted and not out:
+                hi = m.start() if m is not None else min(n, limit)
+                clause = _first_clause(buf, start, pos, hi, self._clause)
+                if clause is not None:
+                    _emit(buf[start:clause], out)
+                    start = pos = clause
+                    continue
             if m is None:
                 if n <= limit:
                     pos = n
@@ -107,6 +148,8 @@ class SentenceSplitter:
         self._buf = buf[start:]
         self._start = 0
         self._pos = pos - start
+        if out:
+            self._emitted = True
         return out
 
     def flush(self) -> str | None:
@@ -114,12 +157,15 @@ class SentenceSplitter:
         text = _clean(self._buf[self._start :])
         self._buf = ""
         self._start = self._pos = 0
+        self._emitted = False
         return text if _HAS_WORD.search(text) else None
 
 
-def split_sentences(text: str, *, min_chars: int = 1, max_chars: int = 250) -> list[str]:
+def split_sentences(
+    text: str, *, min_chars: int = 1, max_chars: int = 250, first_clause_chars: int = 0
+) -> list[str]:
     """All sentences of a complete text."""
-    splitter = SentenceSplitter(min_chars, max_chars)
+    splitter = SentenceSplitter(min_chars, max_chars, first_clause_chars)
     out = splitter.push(text)
     rest = splitter.flush()
     if rest is not None:
@@ -147,7 +193,7 @@ def _decide(buf: str, i: int, start: int) -> tuple[int, int]:
         j += 1
     k = _skip_closers(buf, j)
     if k == n:
-        return _WAIT, i
+        return (_CUT, k) if _certain_mark(buf, i, start, k) else (_WAIT, i)
     if buf[k].isspace() or buf[j - 1] in _FULL_WIDTH:
         return _CUT, k
     return _SKIP, k
@@ -161,6 +207,8 @@ def _decide_dot(buf: str, i: int, start: int) -> tuple[int, int]:
             j += 1
         return _SKIP, j  # ellipsis (a run continued by a later delta is caught above)
     k = _skip_closers(buf, j)
+    if (k == n or buf[k].isspace()) and _certain_dot(buf, i, start, k):
+        return _CUT, k  # decided by the words before it: the same with or without lookahead
     if k == n:
         return _WAIT, i
     if not buf[k].isspace():
@@ -196,6 +244,80 @@ def _ends_sentence(buf: str, i: int, start: int, nxt: str) -> bool:
     if w == start and word.isdigit() and len(word) <= 3:
         return False  # "1. " list marker
     return not nxt.islower()
+
+
+def _word_before(buf: str, i: int, start: int) -> str | None:
+    """The whitespace-free run ending at ``i`` (None if longer than a word can be)."""
+    lo = max(start, i - _WORD_LIMIT)
+    w = i
+    while w > lo and not buf[w - 1].isspace():
+        w -= 1
+    if w == lo and lo > start and not buf[lo - 1].isspace():
+        return None
+    return buf[w:i]
+
+
+def _certain_mark(buf: str, i: int, start: int, end: int) -> bool:
+    """``! ? । ॥ 。！？`` at ``i`` ends a sentence whatever comes next (``end``: past closers)."""
+    word = _word_before(buf, i, start)
+    if not word or any(ch in _URLISH for ch in word):
+        return False  # "path?q=1", a bare "?"
+    return _balanced(buf, start, end)
+
+
+def _certain_dot(buf: str, i: int, start: int, end: int) -> bool:
+    """The '.' at ``i`` ends a sentence whatever the next word is: a plain word before it."""
+    word = _word_before(buf, i, start)
+    if word is None:
+        return False
+    word = word.lstrip(_OPENERS)
+    if len(word) < 2 or not _PLAIN_WORD.fullmatch(word):
+        return False  # numbers, initials, list markers, domains, versions, markup
+    key = word.lower()
+    if key in _NEVER or key in _SOFT or key in _MAYBE_ABBREV:
+        return False
+    return _balanced(buf, start, end)
+
+
+def _balanced(buf: str, start: int, end: int) -> bool:
+    """No quote, bracket or emphasis is left open in ``buf[start:end]``: a closer may follow."""
+    depth = single = stars = ticks = 0
+    double = False
+    prev = " "
+    for k in range(start, end):
+        ch = buf[k]
+        if ch == '"':
+            double = not double
+        elif ch in _OPEN_BRACKETS or ch == "‘":
+            depth += 1
+        elif ch in _CLOSE_BRACKETS:
+            depth = max(0, depth - 1)
+        elif ch == "’":
+            single = max(0, single - 1)
+        elif ch == "'":
+            nxt = buf[k + 1] if k + 1 < end else " "
+            if prev.isspace() or prev in _OPENERS:
+                single += not nxt.isspace()
+            elif single and not nxt.isalnum():
+                single -= 1  # "'Hi!'" closes; "don't" and "Mary's" are apostrophes
+        elif ch == "*" and prev != "*":
+            stars += 1  # a run ("**") is one marker
+        elif ch == "`" and prev != "`":
+            ticks += 1
+        prev = ch
+    return not (depth or single or double or stars & 1 or ticks & 1)
+
+
+def _first_clause(buf: str, start: int, lo: int, hi: int, min_chars: int) -> int | None:
+    """End of the reply's first clause in ``buf[lo:hi]``, once it is ``min_chars`` long.
+
+    A clause mark right after a letter ("Sure, ...", not "1,000" or "3:30"), outside
+    quotes and brackets; decided by the text up to the mark, so any chunking agrees.
+    """
+    for c in range(max(lo, start + min_chars - 1), hi):
+        if buf[c] in _CLAUSE and c > start and buf[c - 1].isalpha() and _balanced(buf, start, c):
+            return c + 1
+    return None
 
 
 def _forced_cut(buf: str, start: int, limit: int) -> int:

@@ -3,8 +3,11 @@
 Outbound, each ``play`` becomes one ``playAudio`` frame (a WAV at the call's rate, base64
 in JSON, ``AUDIO_CHUNK_MS`` long: 100 ms by default), ``clear`` a ``killAudio``,
 ``transfer`` and ``hang_up`` the ``transfer`` and ``disconnect`` frames. Inbound, binary
-frames become aligned PCM until the Stream Node closes the socket (the hang-up); text
-frames after the metadata are logged and ignored. The frames themselves are built in
+frames become aligned PCM until the Stream Node closes the socket (the hang-up), within
+the call's real-time budget (:class:`~server.audio_meter.AudioMeter`: what a caller sends
+faster than real time is dropped, with one line per call); a stray byte of a corrupt
+odd-length frame is dropped (one line per call); text frames after the metadata are
+logged and ignored. The frames themselves are built in
 :mod:`wire.knowlarity`; this module only moves them.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any, Protocol
 
@@ -20,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from audio.wav import pcm_to_wav
 from config.logs import get_logger
+from server.audio_meter import AudioMeter
 from wire.knowlarity import (
     FrameAligner,
     MetadataError,
@@ -91,8 +96,10 @@ class KnowlarityLine:
         chunk_ms: int,
         max_frame_bytes: int,
         early_audio: bytes | None = None,
+        meter: AudioMeter | None = None,
     ) -> None:
         self._ws = websocket
+        self._meter = meter
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self._max_frame_bytes = max_frame_bytes
@@ -162,9 +169,10 @@ class KnowlarityLine:
         aligner = FrameAligner()
         packets = 0
         texts = 0
+        stray_logged = False
         if self._early_audio:
             aligned = aligner.push(self._early_audio)
-            if aligned:
+            if aligned and self._within_budget(aligned):
                 yield aligned
         debug = log.isEnabledFor(logging.DEBUG)
         while True:
@@ -188,12 +196,32 @@ class KnowlarityLine:
                 if packets == 1 or debug:
                     log.info("Audio packet received | size=%d bytes", len(data))
                 aligned = aligner.push(data)
-                if aligned:
+                if aligner.dropped and not stray_logged:
+                    stray_logged = True
+                    log.warning(
+                        "Dropped a stray byte: an odd-length frame was followed by a %d-byte "
+                        "frame, so it was no split sample; the audio stays aligned",
+                        len(data),
+                    )
+                if aligned and self._within_budget(aligned):
                     yield aligned
             elif message.get("text") is not None:
                 texts += 1
                 if texts <= LOGGED_TEXT_FRAMES or texts % 100 == 0:
                     _log_ignored_text(message["text"], texts)
+
+    def _within_budget(self, aligned: bytes) -> bool:
+        meter = self._meter
+        if meter is None or meter.admit(len(aligned), time.monotonic()):
+            return True
+        if meter.dropped_frames == 1:  # one line per call
+            log.warning(
+                "Caller audio arrives faster than real time: dropping what exceeds real time "
+                "plus a %.1f s burst (%.1f s of audio forwarded so far)",
+                meter.burst_s,
+                meter.seconds(meter.passed_bytes),
+            )
+        return False
 
 
 def describe_close(code: int) -> str:

@@ -1,6 +1,6 @@
 """Admission of calls and graceful shutdown (drain).
 
-``LiveCalls`` counts open ``/voice`` connections (for ``MAX_CALLS``) and holds the
+``LiveCalls`` counts open ``/voice`` calls (for ``MAX_CALLS``) and holds the
 session of each call that got as far as one. ``Lifecycle`` owns the drain: on SIGTERM it
 turns ``/ready`` to 503 and refuses new calls at once, lets the calls in progress finish
 for up to ``DRAIN_SECONDS``, then says the goodbye line and ``disconnect`` to the rest,
@@ -49,7 +49,8 @@ class CallEnder(Protocol):
 
 @dataclass(slots=True)
 class LiveCalls:
-    """Open ``/voice`` connections; a connection is counted from its handshake on."""
+    """Open ``/voice`` calls; a connection is counted from its first frame on (until then
+    it is pending: :class:`server.admission.PendingStream`)."""
 
     connections: int = 0
     # session -> call id; keyed by the session, as two connections may claim one call id.

@@ -28,6 +28,7 @@ __all__ = [
     "Stall",
     "parse_request",
     "plan_speech",
+    "word_timestamps",
 ]
 
 SAMPLE_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
@@ -217,3 +218,21 @@ def plan_speech(params: SpeechParams, settings: SpeechSettings) -> list[SpeechCh
         position += size
         previous_at = at_s
     return chunks
+
+
+def word_timestamps(
+    transcript: str, start_s: float, end_s: float
+) -> tuple[list[str], list[float], list[float]]:
+    """Words of ``transcript`` spread over ``[start_s, end_s]`` in proportion to their
+    characters, as Cartesia's ``word_timestamps`` (seconds from the context's start)."""
+    words = transcript.split()
+    total = sum(len(w) for w in words) or 1
+    span = max(0.0, end_s - start_s)
+    starts: list[float] = []
+    ends: list[float] = []
+    done = 0
+    for word in words:
+        starts.append(round(start_s + span * done / total, 3))
+        done += len(word)
+        ends.append(round(start_s + span * done / total, 3))
+    return words, starts, ends

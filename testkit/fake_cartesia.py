@@ -1,9 +1,10 @@
-"""A protocol-faithful fake of Cartesia TTS over SSE (``POST /tts/sse``).
+"""A protocol-faithful fake of Cartesia TTS: SSE (``POST /tts/sse``) and WebSocket.
 
 Point a client at it with ``CARTESIA_BASE_URL=http://127.0.0.1:<port>``. Requests are
 validated as documented (see :mod:`testkit.cartesia_script`), answered with a tone whose
 length follows the transcript, paced by ``first_audio_ms`` and ``realtime_factor``.
-Per-request faults are queued in :attr:`FakeCartesia.faults`.
+Per-request faults are queued in :attr:`FakeCartesia.faults`. ``/tts/websocket`` (contexts,
+continuations, cancel, timestamps) is in :mod:`testkit.fake_cartesia_ws`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from .cartesia_script import (
     CartesiaError,
@@ -36,12 +38,14 @@ from .cartesia_script import (
     parse_request,
     plan_speech,
 )
+from .fake_cartesia_ws import TTS_WS_PATH, TtsSocket, new_input_record
 from .http_fake import HttpFake
 from .streaming import Emit, ProducerResponse, sse_event
 
 __all__ = ["FakeCartesia", "SpeechRequest"]
 
 TTS_SSE_PATH = "/tts/sse"
+API_VERSION = "2025-04-16"  # what GET / reports as the gateway's default
 _SECRET_HEADERS = ("authorization", "x-api-key")
 
 
@@ -65,6 +69,8 @@ class SpeechRequest:
     audio_bytes: int = 0
     completed: bool = False  # the stream ended with its done (or scripted error) event
     disconnected: bool = False  # the client went away first
+    new_connection: bool = True  # False: it came on a kept-alive connection
+    transport: str = "sse"  # or "websocket": one record per input of a context
 
     @property
     def transcript(self) -> str | None:
@@ -82,6 +88,8 @@ class SpeechRequest:
             "chunks_sent": self.chunks_sent,
             "completed": self.completed,
             "disconnected": self.disconnected,
+            "new_connection": self.new_connection,
+            "transport": self.transport,
         }
 
 
@@ -121,8 +129,19 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             chunk_ms=chunk_ms,
         )
         self.faults: deque[Fault] = deque(faults)
-        app = Starlette(routes=[Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"])])
-        super().__init__(app, max_records=max_records, host=host, port=port)
+        app = Starlette(
+            routes=[
+                Route(TTS_SSE_PATH, self._tts_sse, methods=["POST"]),
+                Route("/", self._status, methods=["GET"]),
+                WebSocketRoute(TTS_WS_PATH, self._tts_websocket),
+            ]
+        )
+        self.status_requests = 0
+        self.sockets_opened = 0  # accepted /tts/websocket connections
+        self.socket_auth: list[str | None] = []  # how each socket authenticated
+        self.cancels: list[str] = []  # context ids the clients cancelled
+        self.sockets: set[TtsSocket] = set()  # open /tts/websocket connections
+        super().__init__(app, max_records=max_records, host=host, port=port, websockets=True)
 
     # --- settings shortcuts (settable between or during tests) ----------------------------
 
@@ -179,6 +198,44 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             )
         return None
 
+    async def _tts_websocket(self, websocket: WebSocket) -> None:
+        socket = TtsSocket(self, websocket)
+        self.sockets.add(socket)
+        try:
+            await socket.serve()
+        finally:
+            self.sockets.discard(socket)
+
+    async def drop_sockets(self, code: int = 1011, reason: str = "Internal error") -> int:
+        """Close every open /tts/websocket connection from the server side (a fault)."""
+        sockets = list(self.sockets)
+        for socket in sockets:
+            await socket.ws.close(code, reason)
+        return len(sockets)
+
+    def notify(self) -> None:
+        self._changes.notify()
+
+    def record_input(
+        self, socket: TtsSocket, message: dict[str, Any], context_id: str
+    ) -> SpeechRequest:
+        """A record for one input of a WebSocket context (what /tts/sse keeps per request)."""
+        record = new_input_record(socket, next(self._ids), message, context_id)
+        self.requests.append(record)
+        self.notify()
+        return record
+
+    def inputs_of(self, context_id: str) -> list[SpeechRequest]:
+        return [
+            r for r in self.requests if r.transport == "websocket" and r.context_id == context_id
+        ]
+
+    async def _status(self, request: Request) -> Response:
+        """``GET /``: the API's status and default version (clients use it to warm up)."""
+        self.note_connection(request)
+        self.status_requests += 1
+        return JSONResponse({"ok": True, "version": API_VERSION})
+
     async def _tts_sse(self, request: Request) -> Response:
         scheme, _ = _credentials(request)
         record = SpeechRequest(
@@ -190,6 +247,7 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             auth_scheme=scheme,
             cartesia_version=request.headers.get("cartesia-version"),
         )
+        record.new_connection = self.note_connection(request)
         self.requests.append(record)
         self._changes.notify()
         problem = self._check_headers(request, record)

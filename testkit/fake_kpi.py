@@ -535,10 +535,11 @@ async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> N
 
 
 def _registration(id_: int, number: str, enable: bool) -> dict[str, Any]:
-    # The shape of one List Registrations object in the reference.
+    # The shape of one List Registrations object in the reference, credentials included
+    # (a CRM integration's key and login, the integration's Knowlarity key).
     return {
-        "app_api_key": "",
-        "app_data": "",
+        "app_api_key": f"crm-api-key-{id_}",
+        "app_data": json.dumps({"username": "admin", "password": f"crm-password-{id_}"}),
         "app_type": {"id": 7, "name": "KONNECT", "resource_uri": "/api/v1/applications/7"},
         "app_url": "",
         "date_updated": "2015-08-06T12:33:56",

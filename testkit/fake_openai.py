@@ -42,6 +42,7 @@ from .streaming import Emit, ProducerResponse
 __all__ = ["ChatRequest", "FakeOpenAI"]
 
 CHAT_PATH = "/v1/chat/completions"
+MODEL_PATH = "/v1/models/{model}"
 
 
 @dataclass(eq=False)
@@ -59,6 +60,7 @@ class ChatRequest:
     ended_at: float | None = None  # ... and the stream ended (any way)
     completed: bool = False  # the scripted stream was sent to its end
     disconnected: bool = False  # the client went away first
+    new_connection: bool = True  # False: it came on a kept-alive connection
 
     @property
     def model(self) -> str | None:
@@ -94,6 +96,7 @@ class ChatRequest:
             "ended_at": self.ended_at,
             "completed": self.completed,
             "disconnected": self.disconnected,
+            "new_connection": self.new_connection,
         }
 
 
@@ -119,7 +122,13 @@ class FakeOpenAI(HttpFake[ChatRequest]):
         self.replies: deque[Reply] = deque(replies)
         self.first_token_ms = first_token_ms
         self.per_token_ms = per_token_ms
-        app = Starlette(routes=[Route(CHAT_PATH, self._chat, methods=["POST"])])
+        app = Starlette(
+            routes=[
+                Route(CHAT_PATH, self._chat, methods=["POST"]),
+                Route(MODEL_PATH, self._model, methods=["GET"]),
+            ]
+        )
+        self.model_requests = 0
         super().__init__(app, max_records=max_records, host=host, port=port)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -145,12 +154,23 @@ class FakeOpenAI(HttpFake[ChatRequest]):
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}"}
         return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
+    async def _model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}``: the model object (clients use it to warm up)."""
+        self.note_connection(request)
+        self.model_requests += 1
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if self.api_key is not None and (scheme.lower() != "bearer" or key != self.api_key):
+            return JSONResponse(error_body(401, "Incorrect API key provided."), status_code=401)
+        model = request.path_params["model"]
+        return JSONResponse({"id": model, "object": "model", "created": 0, "owned_by": "system"})
+
     async def _chat(self, request: Request) -> Response:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         headers = {
             k: ("<redacted>" if k == "authorization" else v) for k, v in request.headers.items()
         }
         record = ChatRequest(next(self._ids), headers, scheme.lower() or None)
+        record.new_connection = self.note_connection(request)
         self.requests.append(record)
         self._changes.notify()
         if self.api_key is not None and (scheme.lower() != "bearer" or key != self.api_key):

@@ -65,6 +65,7 @@ class AppServer(Service):
         graceful_shutdown_s: int = 2,
         lifespan: Literal["auto", "on", "off"] = "off",
         ws: Literal["auto", "none", "websockets", "websockets-sansio", "wsproto"] = "none",
+        keep_alive_s: int = 5,
     ) -> None:
         self._app = app
         self._lifespan: Literal["auto", "on", "off"] = lifespan
@@ -72,6 +73,7 @@ class AppServer(Service):
         self._host = host
         self._requested_port = port
         self._graceful_shutdown_s = graceful_shutdown_s
+        self._keep_alive_s = keep_alive_s
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None
@@ -103,6 +105,7 @@ class AppServer(Service):
             log_level="warning",
             ws=self._ws,
             timeout_graceful_shutdown=self._graceful_shutdown_s,
+            timeout_keep_alive=self._keep_alive_s,
         )
         server = _EmbeddedServer(config)
         self._server = server

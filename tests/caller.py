@@ -62,10 +62,13 @@ async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> Non
 SESSION_TASKS = {
     "turn",
     "listen",
+    "stt-events",
+    "playout",
     "watchdog",
     "goodbye",
     "think",
     "voice",
+    "tts-feed",
     "deepgram-stream",
     "deepgram-send",
     "deepgram-recv",

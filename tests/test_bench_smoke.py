@@ -47,6 +47,7 @@ def test_bench_smoke_run_writes_results_and_cleans_up() -> None:
         for key in (
             "greeting_ms",
             "turn_overhead_ms",
+            "turn_overhead_from_speech_end_ms",
             "barge_in_from_words_ms",
             "barge_in_from_speech_started_ms",
         ):

@@ -34,7 +34,7 @@ from pipeline.providers.base import (
     retry_after_s,
     retryable_status,
 )
-from pipeline.providers.cartesia_tts import _error_event, error_from_response
+from pipeline.providers.cartesia_tts import error_event, error_from_response
 from pipeline.providers.deepgram_stt import _Unanswered, is_speech
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import map_error
@@ -516,9 +516,9 @@ def test_cartesia_errors_map_into_the_tree() -> None:
     assert error_from_response(429, b"slow down").retryable
     bad = error_from_response(400, b'{"message": "bad voice"}')
     assert (bad.retryable, bad.status, bad.message) == (False, 400, "HTTP 400: bad voice")
-    assert _error_event({"type": "error", "status_code": 500, "message": "x"}).retryable
-    assert not _error_event({"type": "error", "status_code": 400, "title": "Bad"}).retryable
-    assert _error_event({"type": "error"}).status == 500  # no status: a server fault
+    assert error_event({"type": "error", "status_code": 500, "message": "x"}).retryable
+    assert not error_event({"type": "error", "status_code": 400, "title": "Bad"}).retryable
+    assert error_event({"type": "error"}).status == 500  # no status: a server fault
 
 
 async def test_openai_first_token_and_idle_timeouts_are_chained_provider_timeouts() -> None:

@@ -157,6 +157,18 @@ async def test_notifications_commands(fake: FakeKpi, tmp_path: Path) -> None:
     assert "Client name, authorization or knowlarity number is wrong." in unknown.err
 
 
+async def test_notifications_list_carries_no_credentials(fake: FakeKpi, tmp_path: Path) -> None:
+    """The reference's registrations carry an integration's Knowlarity key and a CRM
+    login (app_data); the CLI printed them. Now they are dropped on the way in."""
+    fake.register(K_NUMBER)
+    listing = await kpi(fake, tmp_path, "notifications", "list")
+    assert listing.code == 0, listing.err
+    (registration,) = json.loads(listing.out)["objects"]
+    assert registration["k_number"] == K_NUMBER
+    for word in ("k_api_key", "app_api_key", "app_data", "password", "k-api-", "crm-"):
+        assert word not in listing.out
+
+
 async def test_missing_settings_and_unreachable_server(fake: FakeKpi, tmp_path: Path) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

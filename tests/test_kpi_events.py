@@ -271,3 +271,49 @@ async def test_service_consumes_and_matches_events_to_calls(
     assert "CDR uuid=k-77" in on_call[1]
     assert fake.konnect.max_open_streams == 1
     await fake.wait_for(lambda: fake.konnect.open_streams == 0)
+
+
+# --- issue 12, finding 4: bare JSON lines ------------------------------------------------
+
+
+async def test_bare_json_lines_are_events_too(
+    fake: FakeKpi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reference's Python sample reads the stream with iter_lines(): one JSON object
+    per line, no SSE framing. Such lines used to vanish without a trace."""
+    originate = {"event_type": "ORIGINATE", "uuid": "u-7", "k_api_key": "k-secret-1"}
+    cdr = {"type": "CDR", "uuid": "u-7", "Call_Type": "Incoming", "call_duration": 29}
+    fake.konnect.send_raw(json.dumps(originate) + "\n", chunk_size=5)
+    fake.konnect.send_raw("this is no event\n")
+    # The reference prints its sample event over several lines, with a stray comma.
+    fake.konnect.send_raw(
+        '{\n"business_call_type":"Unanswered",\n"call_recording":null,\n, "call_type":null,\n'
+        '"uuid":"u-7",\n"event_type":"ANSWER"\n}\n',
+        chunk_size=7,
+    )
+    fake.konnect.send_raw(json.dumps(cdr) + "\r\n")
+    fake.konnect.send_event({"event_type": "HANGUP", "uuid": "u-7"})  # SSE on the same stream
+    with caplog.at_level(logging.INFO, logger="voice.KONNECT"):
+        async with KnowlarityClient(fake.client_config()) as client:
+            events = await take(client, 4)
+    assert [e.name for e in events] == ["ORIGINATE", "ANSWER", "CDR", "HANGUP"]
+    assert events[0].raw() == {"event_type": "ORIGINATE", "uuid": "u-7"}  # no k_api_key
+    assert events[2].raw() == cdr
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("bare JSON lines" in m for m in messages)
+    assert any("skipped not an event: 'this is no event'" in m for m in messages)
+
+
+async def test_unparseable_events_are_logged(
+    fake: FakeKpi, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.konnect.send_event("not json at all")
+    fake.konnect.send_raw("{broken json\n}\n")
+    fake.konnect.send_event({"event_type": "HANGUP", "uuid": "u-8"})
+    async with KnowlarityClient(fake.client_config()) as client:
+        events = await take(client, 3)
+    assert [type(e) for e in events] == [UnknownEvent, UnknownEvent, TelephonyEvent]
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 2
+    assert "'not json at all'" in skipped[0]
+    assert "'{broken json\\n}'" in skipped[1]

@@ -272,3 +272,21 @@ async def test_openapi_documents_typed_models(http: httpx.AsyncClient) -> None:
     call_body = paths["/api/calls"]["post"]["requestBody"]["content"]["application/json"]
     assert call_body["schema"]["$ref"].endswith("/MakeCallBody")
     assert "401" in paths["/api/calls"]["post"]["responses"]
+
+
+# --- issue 12, finding 3: no credential passes through ----------------------------------
+
+CREDENTIALS = ("k_api_key", "app_api_key", "app_data", "password", "k-api-", "crm-")
+
+
+async def test_notifications_list_carries_no_credentials(
+    fake: FakeKpi, http: httpx.AsyncClient
+) -> None:
+    fake.register(K_NUMBER)
+    fake.register("+911140000001", enable=False)
+    response = await call(http, "GET", "/api/notifications", None)
+    assert response.status_code == 200
+    objects = response.json()["objects"]
+    assert [o["k_number"] for o in objects] == [K_NUMBER, "+911140000001"]
+    assert objects[0]["app_type"]["name"] == "KONNECT"  # the rest is passed on as sent
+    assert all(word not in response.text for word in CREDENTIALS), response.text

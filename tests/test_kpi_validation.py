@@ -72,12 +72,12 @@ def test_settings_channel_any_case_and_secrets() -> None:
         knowlarity_channel="enterprise",
         knowlarity_api_key="api-key-1234",
         knowlarity_sr_api_key="sr-key-5678",
-        admin_api_token="admin-token-9",
+        admin_api_token="admin-token-9-long-enough",
         knowlarity_base_url="https://kpi.example/",
     )
     assert settings.knowlarity.channel == "Enterprise"
     assert settings.knowlarity.base_url == "https://kpi.example"
-    assert {"api-key-1234", "sr-key-5678", "admin-token-9"} <= set(settings.secrets())
+    assert {"api-key-1234", "sr-key-5678", "admin-token-9-long-enough"} <= set(settings.secrets())
     assert settings.knowlarity.kpi_configured
     assert settings.knowlarity.konnect_configured
     bare = Settings(_env_file=None)

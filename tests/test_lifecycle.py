@@ -128,7 +128,9 @@ async def test_ready_turns_503_and_new_calls_are_refused_once_draining(
             server.state.lifecycle.begin_drain(30.0)
             draining = await http.get("/ready")
             assert draining.status_code == 503
-            assert draining.json() == {"status": "draining", "active_calls": 1, "max_calls": 200}
+            body = draining.json()
+            assert body.pop("pid") > 0 and body.pop("worker") is None  # one process, no workers
+            assert body == {"status": "draining", "active_calls": 1, "max_calls": 200}
             with pytest.raises(InvalidStatus) as refused:
                 await StreamNodeClient().connect(server.url)
             assert refused.value.response.status_code == 503

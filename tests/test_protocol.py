@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
+import tracemalloc
 from collections.abc import Mapping
 
 import pytest
@@ -12,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wire.knowlarity import (
+    HARD_MAX_METADATA_BYTES,
     MAX_METADATA_BYTES,
     CallMetadata,
     Disconnect,
@@ -32,6 +35,7 @@ from wire.knowlarity import (
     play_audio_wav,
     transfer,
 )
+from wire.metadata_literal import LiteralError, parse_literal
 
 SEED_DICT = """{
 'callid': '6ccf0a28-XXXX-XXXX-XXXXX-XXXXXXXXXXX',
@@ -157,9 +161,17 @@ BAD_METADATA: list[tuple[str, str | bytes, str]] = [
     ),
     ("deep list", "[" * 100 + "]" * 100, "nested too deeply"),
     ("deep dict", "{'a':" * 40 + "1" + "}" * 40, "nested too deeply"),
-    ("deep parens", "(" * 5000, "nested too deeply"),
+    ("deep parens", "(" * 4000, "nested too deeply"),
     ("deep in json string", json.dumps("[" * 50 + "]" * 50), "nested too deeply"),
-    ("huge int literal", "{'callid': " + "9" * 5000 + "}", "invalid literal"),
+    ("huge int literal", "{'callid': " + "9" * 4000 + "}", "invalid literal"),
+    # ast.literal_eval took all of these; metadata is strings, numbers and flags.
+    ("complex number", "{'callid': 'a', 'x': 1+2j}", "invalid literal"),
+    ("set", "{'callid': 'a', 'x': {1, 2}}", "invalid literal"),
+    ("bytes", "{'callid': b'a'}", "invalid literal"),
+    ("ellipsis", "{'callid': 'a', 'x': ...}", "invalid literal"),
+    ("tuple key", "{('a', 'b'): 1, 'callid': 'a'}", "invalid literal"),
+    ("name", "{'callid': callid}", "invalid literal"),
+    ("truncated escape", "{'callid': 'a\\x4'}", "invalid literal"),
 ]
 
 
@@ -182,6 +194,13 @@ def test_max_bytes_is_configurable() -> None:
     assert parse_metadata(raw, max_bytes=len(raw)).call_id == "abc"
     with pytest.raises(MetadataError, match=rf"too large \({len(raw)} bytes > {len(raw) - 1}\)"):
         parse_metadata(raw, max_bytes=len(raw) - 1)
+
+
+def test_max_bytes_cannot_lift_the_hard_cap() -> None:
+    """Finding 6: a 1 MiB MAX_METADATA_BYTES once let one frame block the loop for 1.4 s."""
+    raw = "{'callid': 'a', 'pad': '" + "x" * HARD_MAX_METADATA_BYTES + "'}"
+    with pytest.raises(MetadataError, match=rf"> {HARD_MAX_METADATA_BYTES}\)"):
+        parse_metadata(raw, max_bytes=1_048_576)
 
 
 def test_moderate_nesting_in_extra_is_fine() -> None:
@@ -219,19 +238,139 @@ def test_parse_metadata_bytes_never_raises_anything_else(raw: bytes) -> None:
         parse_metadata(raw)
 
 
+CALL_IDS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,40}\Z")
+
+
 @given(
     st.dictionaries(
         st.sampled_from(["virtual_number", "customer_number", "call_type", "other", "x"]),
         st.text(max_size=20),
     ),
-    st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != ""),
+    CALL_IDS,
 )
 def test_parse_metadata_round_trips_seed_form(fields: dict[str, str], call_id: str) -> None:
     raw = json.dumps(repr({"callid": call_id, **fields}))
     meta = parse_metadata(raw)
-    assert meta.call_id == call_id.strip()
-    assert meta.virtual_number == fields.get("virtual_number", "").strip()
+    assert meta.call_id == call_id
+    number = fields.get("virtual_number", "").strip()
+    assert meta.virtual_number == "".join(c if c.isprintable() else "?" for c in number)
     assert dict(meta.extra) == {k: v for k, v in fields.items() if k in ("other", "x")}
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(10**12), 10**12)
+        | st.text(max_size=12)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.text(max_size=5) | st.integers(0, 99), inner, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_literal_parser_reads_what_repr_writes(value: object) -> None:
+    """The restricted parser agrees with Python on the literals repr() produces."""
+    assert parse_literal(repr(value)) == value
+
+
+# --- call ids: finding 5 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call_id",
+    [
+        "abc\n2026-01-01 [call_id=x] [SESSION] forged",  # a forged log line
+        "a b",
+        "'quoted'",
+        "x" * 129,
+        "-leading-dash",
+        "emoji-📞",
+        "tab\there",
+    ],
+)
+def test_unsafe_call_ids_are_replaced_and_the_fields_kept(call_id: str) -> None:
+    meta = parse_metadata(json.dumps({"callid": call_id, "customer_number": "+919876543210"}))
+    assert meta.call_id.startswith("gen-")
+    assert meta.customer_number == "+919876543210"  # the rest of the frame is still used
+    assert "\n" not in meta.refused_call_id and len(meta.refused_call_id) < 80
+    assert meta.refused_call_id.startswith("'") or meta.refused_call_id.startswith('"')
+
+
+def test_safe_call_ids_are_kept() -> None:
+    for call_id in ("6ccf0a28-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "sim-0a1b", "x" * 128, "a.b:c@d+e=f"):
+        meta = parse_metadata(json.dumps({"callid": call_id}))
+        assert (meta.call_id, meta.refused_call_id) == (call_id, "")
+
+
+def test_logged_fields_are_one_short_printable_line() -> None:
+    meta = parse_metadata(
+        json.dumps({"callid": "c1", "customer_number": "+91\nFAKE LINE", "call_type": "x" * 500})
+    )
+    assert meta.customer_number == "+91?FAKE LINE"
+    assert meta.call_type == "x" * 64
+
+
+# --- the literal parser: finding 6 ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("{'a': 'b' 'c'}", {"a": "bc"}),  # adjacent literals join
+        ("{'a': (1)}", {"a": 1}),
+        ("{'a': (1,)}", {"a": (1,)}),
+        ("{'a': ()}", {"a": ()}),
+        ("{'a': -1.5e3, 'b': +2, 'c': 1_000}", {"a": -1500.0, "b": 2, "c": 1000}),
+        ("{'a': '\\x41\\u00e9\\N{DEVANAGARI LETTER KA}\\101\\q'}", {"a": "Aéक" + "A\\q"}),
+        ('{"a": "it\'s", \'b\': \'say "hi"\'}', {"a": "it's", "b": 'say "hi"'}),
+        ("{1: True, 2.5: None, None: False}", {1: True, 2.5: None, None: False}),
+    ],
+)
+def test_literal_parser_accepts(text: str, value: object) -> None:
+    assert parse_literal(text) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{'a': 1", "expected ',' or '}'"),
+        ("{'a' 1}", "expected ':'"),
+        ("{'a': 1} x", "after the value"),
+        ("'abc", "unterminated string"),
+        ("'a\nb'", "unterminated string"),
+        ("[" * 17 + "]" * 17, "nested too deeply"),
+        ("1" * 40, "number too long"),
+        ("{'a': __import__('os')}", "not a literal"),
+        ("'\\U00110000'", "out of range"),
+        ("'\\N{NO SUCH CHARACTER}'", "unknown character name"),
+        ("", "unexpected end"),
+    ],
+)
+def test_literal_parser_refuses(text: str, message: str) -> None:
+    with pytest.raises(LiteralError, match=re.escape(message)):
+        parse_literal(text)
+
+
+def test_crafted_metadata_costs_little_memory() -> None:
+    """ast built a full tree for crafted frames (~200 MB at 1 MiB); this parser builds
+    only the values it returns. Measured with tracemalloc (bytes, not time)."""
+    crafted = [
+        "{'callid': " + "-" * 4000 + "1}",
+        "{'callid': 'a', 'k': [" + "1," * 2000 + "]}",
+        "{'callid': 'a', 'k': " + "(" * 16 + ")" * 16 + "}",
+        "{'callid': 'a', 'k': '" + "\\x41" * 1000 + "'}",
+    ]
+    for raw in crafted:
+        assert len(raw) <= MAX_METADATA_BYTES
+        tracemalloc.start()
+        with contextlib.suppress(MetadataError):
+            parse_metadata(raw)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 512 * 1024, (raw[:40], peak)
 
 
 # --- generated metadata ---------------------------------------------------------------
@@ -353,25 +492,29 @@ def test_play_audio_repr_hides_payload() -> None:
 
 # --- frame alignment ------------------------------------------------------------------
 
-ALIGN_CASES: list[tuple[str, list[bytes], list[bytes], int]] = [
-    ("even frames", [b"ab", b"cdef"], [b"ab", b"cdef"], 0),
-    ("empty", [b""], [b""], 0),
-    ("odd then odd", [b"abc", b"d"], [b"ab", b"cd"], 0),
-    ("odd then even", [b"abc", b"de"], [b"ab", b"cd"], 1),
-    ("single bytes", [b"a", b"b", b"c", b"d"], [b"", b"ab", b"", b"cd"], 0),
-    ("odd then empty", [b"abc", b""], [b"ab", b""], 1),
-    ("long odd chain", [b"a", b"bcd", b"efgh", b"i"], [b"", b"abcd", b"efgh", b""], 1),
-    ("carry through even frame", [b"a", b"bc", b"d"], [b"", b"ab", b"cd"], 0),
+ALIGN_CASES: list[tuple[str, list[bytes], list[bytes], int, int]] = [
+    ("even frames", [b"ab", b"cdef"], [b"ab", b"cdef"], 0, 0),
+    ("empty", [b""], [b""], 0, 0),
+    ("odd then odd: a split sample", [b"abc", b"d"], [b"ab", b"cd"], 0, 0),
+    ("odd then even: a stray byte", [b"abc", b"de"], [b"ab", b"de"], 0, 1),
+    ("single bytes", [b"a", b"b", b"c", b"d"], [b"", b"ab", b"", b"cd"], 0, 0),
+    ("odd then empty keeps the carry", [b"abc", b"", b"d"], [b"ab", b"", b"cd"], 0, 0),
+    ("long odd chain", [b"a", b"bcd", b"efgh", b"i"], [b"", b"abcd", b"efgh", b""], 1, 0),
+    ("stray before an even frame", [b"a", b"bc", b"d"], [b"", b"bc", b""], 1, 1),
 ]
 
 
 @pytest.mark.parametrize(
-    ("frames", "expected", "pending"), [c[1:] for c in ALIGN_CASES], ids=[c[0] for c in ALIGN_CASES]
+    ("frames", "expected", "pending", "dropped"),
+    [c[1:] for c in ALIGN_CASES],
+    ids=[c[0] for c in ALIGN_CASES],
 )
-def test_frame_aligner(frames: list[bytes], expected: list[bytes], pending: int) -> None:
+def test_frame_aligner(
+    frames: list[bytes], expected: list[bytes], pending: int, dropped: int
+) -> None:
     aligner = FrameAligner()
     assert [aligner.push(f) for f in frames] == expected
-    assert aligner.pending == pending
+    assert (aligner.pending, aligner.dropped) == (pending, dropped)
 
 
 def test_frame_aligner_even_frame_is_zero_copy() -> None:
@@ -380,14 +523,27 @@ def test_frame_aligner_even_frame_is_zero_copy() -> None:
     assert aligner.push(frame) is frame
 
 
+def test_one_corrupt_frame_does_not_shift_the_rest_of_the_call() -> None:
+    """Finding 9: a 3-byte frame between 640-byte frames used to shift every later sample
+    by one byte (loud noise for the STT, no reply for the rest of the call)."""
+    aligner = FrameAligner()
+    frames = [bytes([n]) * 640 for n in range(1, 6)]
+    out = [aligner.push(frames[0]), aligner.push(b"\x00\x01\x02"), *map(aligner.push, frames[1:])]
+    assert out[0] == frames[0]
+    assert out[2:] == frames[1:]  # every later frame exactly as sent
+    assert aligner.dropped == 1
+
+
 @given(st.lists(st.binary(max_size=50), max_size=30))
-def test_frame_aligner_preserves_bytes(frames: list[bytes]) -> None:
+def test_frame_aligner_keeps_samples_whole(frames: list[bytes]) -> None:
     aligner = FrameAligner()
     outs = [aligner.push(f) for f in frames]
     assert all(len(o) % 2 == 0 for o in outs)
-    joined = b"".join(frames)
-    assert b"".join(outs) == joined[: len(joined) - aligner.pending]
-    assert aligner.pending == len(joined) % 2
+    total = sum(len(f) for f in frames)
+    assert sum(len(o) for o in outs) == total - aligner.dropped - aligner.pending
+    for frame, out in zip(frames, outs, strict=True):
+        if len(frame) % 2 == 0 and frame:  # an even frame is passed on untouched
+            assert out == frame
 
 
 # --- log trimming ---------------------------------------------------------------------

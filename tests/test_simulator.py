@@ -619,6 +619,7 @@ def test_serve_runs_uvicorn_with_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HOST", "127.0.0.9")
     monkeypatch.setenv("PORT", "9123")
     monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("WORKERS", "1")  # one process: uvicorn.run itself (workers: test_workers)
     assert cli.main(["serve"]) == 0
     assert cli.main(["serve", "--host", "::1", "--port", "8001", "--reload"]) == 0
     keys = ("host", "port", "log_level", "reload")

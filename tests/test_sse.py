@@ -131,3 +131,35 @@ def test_encode_event_round_trips() -> None:
     wire = encode_event("a\nb", event="x", id="9")
     events, _ = feed_all([wire.encode()])
     assert events == [SseEvent(data="a\nb", event="x", id="9")]
+
+
+# --- bounded buffers (issue 12, finding 10) ------------------------------------------------
+
+
+def test_an_endless_line_is_skipped_without_being_held() -> None:
+    parser = SseParser(max_line_chars=1000, max_event_chars=5000)
+    events: list[SseEvent] = []
+    events += parser.feed(b"data: before\n\n")
+    for _ in range(100):  # 100 KB of one line, no newline in sight
+        events += parser.feed(b"data: " + b"x" * 1000)
+        assert len(parser._buffer) <= 1000
+    events += parser.feed(b"\ndata: after\n\n")
+    assert [e.data for e in events] == ["before", "after"]
+    assert parser.dropped == 1
+
+
+def test_an_oversized_event_is_dropped_and_the_next_one_kept() -> None:
+    parser = SseParser(max_line_chars=1000, max_event_chars=5000)
+    line = b"data: " + b"y" * 900 + b"\n"
+    events = parser.feed(line * 20 + b"\n" + b"data: next\n\n")
+    assert [e.data for e in events] == ["next"]
+    assert parser.dropped == 1
+    assert parser._data == []
+
+
+def test_a_long_line_split_over_chunks_with_crlf() -> None:
+    parser = SseParser(max_line_chars=10)
+    events = parser.feed(b"data: 0123456789abc\r")
+    events += parser.feed(b"\ndata: ok\r\n\r\n")
+    assert [e.data for e in events] == ["ok"]
+    assert parser.dropped == 1

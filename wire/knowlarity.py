@@ -14,7 +14,6 @@ Exceptions::
 
 from __future__ import annotations
 
-import ast
 import binascii
 import json
 import re
@@ -24,7 +23,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, TypeAlias
 
+from wire.metadata_literal import LiteralError, parse_literal
+
 __all__ = [
+    "CALL_ID_MAX_CHARS",
+    "HARD_MAX_METADATA_BYTES",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
     "CallMetadata",
@@ -46,11 +49,19 @@ __all__ = [
     "play_audio",
     "play_audio_wav",
     "transfer",
+    "valid_call_id",
 ]
 
-MAX_METADATA_BYTES: Final = 8192
-# Real metadata is a flat dict; literal_eval/json recurse per level, so cap nesting first.
+# Metadata is four short fields (a few hundred bytes); a Stream Node may add a few keys.
+MAX_METADATA_BYTES: Final = 4096
+HARD_MAX_METADATA_BYTES: Final = 8192  # the ceiling of the MAX_METADATA_BYTES setting
+# Real metadata is a flat dict; json recurses per level, so cap nesting first.
 MAX_METADATA_DEPTH: Final = 16
+# A call id becomes the log context of every line of its call: no spaces, quotes, control
+# characters or line breaks (forged log lines), and short. Knowlarity sends a UUID.
+CALL_ID_MAX_CHARS: Final = 128
+_CALL_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@+=-]{{0,{CALL_ID_MAX_CHARS - 1}}}")
+FIELD_MAX_CHARS: Final = 64  # virtual_number, customer_number, call_type as logged
 
 _CALL_ID_KEYS: Final = ("callid", "call_id", "callId", "uuid")
 _KNOWN_KEYS: Final = ("virtual_number", "customer_number", "call_type")
@@ -79,6 +90,8 @@ class CallMetadata:
     call_type: str = ""
     # Read-only view of every other key, kept for logs and the call record.
     extra: Mapping[str, object] = field(default_factory=lambda: _EMPTY, hash=False)
+    # Why the frame's own call id was not used (log-safe), when one was generated instead.
+    refused_call_id: str = ""
 
 
 # --- metadata -------------------------------------------------------------------------
@@ -89,8 +102,13 @@ def parse_metadata(raw: str | bytes, *, max_bytes: int = MAX_METADATA_BYTES) -> 
 
     Accepted: a JSON object; a JSON string wrapping a Python-style dict (the documented
     form); a bare Python dict literal; all with optional BOM and surrounding whitespace.
-    Raises MetadataError; never evaluates code (only json and ast.literal_eval).
+    Raises MetadataError; never evaluates code (only json and the restricted literal
+    parser of :mod:`wire.metadata_literal`, both linear in the capped input).
+    ``max_bytes`` can lower the cap, never raise it above HARD_MAX_METADATA_BYTES.
+    A call id that is not a safe token (see CALL_ID_MAX_CHARS) is replaced by a generated
+    one; the other fields are kept, and ``refused_call_id`` says what was refused.
     """
+    max_bytes = min(max_bytes, HARD_MAX_METADATA_BYTES)
     text = _decode(raw, max_bytes)
     value: object = _load(text)
     # The documented form is a JSON string holding the dict; allow one more wrapping.
@@ -106,9 +124,13 @@ def parse_metadata(raw: str | bytes, *, max_bytes: int = MAX_METADATA_BYTES) -> 
 def generated_metadata(extra: Mapping[str, object] | None = None) -> CallMetadata:
     """Metadata for a call whose frame was missing or unusable."""
     return CallMetadata(
-        call_id=f"gen-{uuid.uuid4().hex[:12]}",
+        call_id=_generated_id(),
         extra=MappingProxyType(dict(extra)) if extra else _EMPTY,
     )
+
+
+def _generated_id() -> str:
+    return f"gen-{uuid.uuid4().hex[:12]}"
 
 
 def _decode(raw: str | bytes, max_bytes: int) -> str:
@@ -158,14 +180,28 @@ def _load(text: str) -> object:
     except (ValueError, RecursionError):
         pass  # not JSON: try a Python literal (the documented single-quoted dict)
     try:
-        return ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
-        reason = exc.msg if isinstance(exc, SyntaxError) else str(exc) or type(exc).__name__
-        raise MetadataError(f"invalid literal ({reason[:80]})") from exc
+        return parse_literal(text, max_depth=MAX_METADATA_DEPTH)
+    except LiteralError as exc:
+        raise MetadataError(f"invalid literal ({str(exc)[:80]})") from exc
 
 
 def _as_text(value: object) -> str:
     return "" if value is None else str(value).strip()
+
+
+def _field_text(value: object) -> str:
+    """A metadata field as it may be logged: one short line of printable characters."""
+    text = _as_text(value)
+    if len(text) > FIELD_MAX_CHARS:
+        text = text[:FIELD_MAX_CHARS]
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text
+
+
+def valid_call_id(call_id: str) -> bool:
+    """A safe token: letters, digits and ``._:@+=-``, at most CALL_ID_MAX_CHARS long."""
+    return _CALL_ID.fullmatch(call_id) is not None
 
 
 def _from_dict(data: dict[object, object]) -> CallMetadata:
@@ -179,13 +215,18 @@ def _from_dict(data: dict[object, object]) -> CallMetadata:
                 break
     if not call_id:
         raise MetadataError("missing callid")
-    known = [_as_text(items.pop(key, None)) for key in _KNOWN_KEYS]
+    refused = ""
+    if not valid_call_id(call_id):
+        refused = describe_frame(repr(call_id), 60)
+        call_id = _generated_id()
+    known = [_field_text(items.pop(key, None)) for key in _KNOWN_KEYS]
     return CallMetadata(
         call_id=call_id,
         virtual_number=known[0],
         customer_number=known[1],
         call_type=known[2],
         extra=MappingProxyType(items) if items else _EMPTY,
+        refused_call_id=refused,
     )
 
 
@@ -295,30 +336,40 @@ def _play_payload(data: object) -> bytes:
 
 
 class FrameAligner:
-    """Carries an odd trailing byte to the next frame so output is whole 16-bit samples."""
+    """Keeps caller PCM in whole 16-bit samples across frames of odd length.
 
-    __slots__ = ("_carry",)
+    An odd frame's last byte is held back. It is joined to the next frame only if that
+    frame is odd too (a sample really split across two frames); if the next frame is even,
+    the held byte was a stray (a corrupt or truncated frame) and is dropped, so one bad
+    frame never shifts the samples of the rest of the call. ``dropped`` counts such bytes.
+    Empty frames change nothing.
+    """
+
+    __slots__ = ("_carry", "dropped")
 
     def __init__(self) -> None:
         self._carry = b""  # b"" or one byte
+        self.dropped = 0
 
     @property
     def pending(self) -> int:
         return len(self._carry)
 
     def push(self, data: bytes) -> bytes:
-        carry = self._carry
-        if not carry:
-            if not len(data) & 1:
-                return data  # the common case: no copy
-            self._carry = data[-1:]
-            return data[:-1]
         if not data:
             return b""
-        # Odd total -> keep the new last byte; b"".join copies once.
-        end = len(data) if len(data) & 1 else len(data) - 1
-        self._carry = b"" if end == len(data) else data[-1:]
-        return b"".join((carry, memoryview(data)[:end]))
+        odd = len(data) & 1
+        carry = self._carry
+        if carry and odd:
+            self._carry = b""
+            return b"".join((carry, data))  # the split sample, made whole; one copy
+        if carry:
+            self._carry = b""
+            self.dropped += 1  # the held byte had no partner: a stray, not a half sample
+        if not odd:
+            return data  # the common case: no copy
+        self._carry = data[-1:]
+        return data[:-1]
 
 
 # --- logging --------------------------------------------------------------------------

@@ -6,7 +6,9 @@ blank line; ``data:`` lines (with or without the space after the colon) accumula
 by newlines; lines starting with ``:`` are comments (keep-alives); ``id:`` and ``retry:``
 are honoured so a reconnect can resume with ``Last-Event-ID``.
 
-Shared by the Cartesia TTS client and the Knowlarity konnect event stream.
+Shared by the Cartesia TTS client and the Knowlarity konnect event stream. Memory is
+bounded: a line longer than ``max_line_chars`` is skipped to its end, an event whose data
+grows past ``max_event_chars`` is dropped; ``dropped`` counts both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import re
 from dataclasses import dataclass
 
 _EOL = re.compile(r"\r\n|\r|\n")
+# Cartesia sends base64 audio in each event (tens of KiB); a few MiB is far beyond any
+# real event and still bounds what a broken or hostile server can make us hold.
+MAX_LINE_CHARS = 4 * 1024 * 1024
+MAX_EVENT_CHARS = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +32,15 @@ class SseEvent:
 
 
 class SseParser:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_line_chars: int = MAX_LINE_CHARS, max_event_chars: int = MAX_EVENT_CHARS
+    ) -> None:
+        self.max_line_chars = max_line_chars
+        self.max_event_chars = max_event_chars
+        self.dropped = 0  # over-long lines and oversized events skipped
+        self._skipping_line = False  # inside a line that was too long: skip to its end
+        self._data_chars = 0
+        self._oversized = False  # this event's data grew too large: drop it at dispatch
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
         self._skip_lf = False  # the previous chunk ended with CR: a leading LF is its pair
@@ -47,11 +61,11 @@ class SseParser:
         """End of stream. Per the spec an event without its closing blank line is dropped;
         a final line without a newline is still processed (it may carry an id or retry)."""
         events = self._feed_text(self._decoder.decode(b"", final=True))
-        if self._buffer:
+        if self._buffer and not self._skipping_line:
             line, self._buffer = self._buffer, ""
             self._line(line, events)
-        self._data = []
-        self._event_name = ""
+        self._buffer = ""
+        self._reset_event()
         return events
 
     def _feed_text(self, text: str) -> list[SseEvent]:
@@ -69,16 +83,32 @@ class SseParser:
         if "\r" not in buffer:  # the common case, split in C rather than by the regex
             *lines, self._buffer = buffer.split("\n")
             for line in lines:
-                self._line(line, events)
-            return events
-        start = 0
-        for end_of_line in _EOL.finditer(buffer):
-            self._line(buffer[start : end_of_line.start()], events)
-            start = end_of_line.end()
-            if end_of_line.group() == "\r" and start == len(buffer):
-                self._skip_lf = True
-        self._buffer = buffer[start:]
+                self._complete_line(line, events)
+        else:
+            start = 0
+            for end_of_line in _EOL.finditer(buffer):
+                self._complete_line(buffer[start : end_of_line.start()], events)
+                start = end_of_line.end()
+                if end_of_line.group() == "\r" and start == len(buffer):
+                    self._skip_lf = True
+            self._buffer = buffer[start:]
+        if len(self._buffer) > self.max_line_chars:
+            self._buffer = ""  # keep none of it; the rest of the line is skipped too
+            if not self._skipping_line:
+                self._skipping_line = True
+                self.dropped += 1
+        elif self._skipping_line:
+            self._buffer = ""
         return events
+
+    def _complete_line(self, line: str, events: list[SseEvent]) -> None:
+        if self._skipping_line:
+            self._skipping_line = False  # the end of the over-long line: resume after it
+            return
+        if len(line) > self.max_line_chars:
+            self.dropped += 1
+            return
+        self._line(line, events)
 
     def _line(self, line: str, events: list[SseEvent]) -> None:
         if not line:
@@ -91,7 +121,14 @@ class SseParser:
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
-            self._data.append(value)
+            self._data_chars += len(value) + 1
+            if self._data_chars > self.max_event_chars:
+                if not self._oversized:
+                    self._oversized = True
+                    self.dropped += 1
+                self._data = []  # hold nothing more of this event
+            else:
+                self._data.append(value)
         elif name == "event":
             self._event_name = value
         elif name == "id" and "\0" not in value:
@@ -102,7 +139,7 @@ class SseParser:
 
     def _dispatch(self, events: list[SseEvent]) -> None:
         self.last_event_id = self._id_buffer
-        if self._data:
+        if self._data and not self._oversized:
             events.append(
                 SseEvent(
                     data="\n".join(self._data),
@@ -110,7 +147,12 @@ class SseParser:
                     id=self.last_event_id,
                 )
             )
+        self._reset_event()
+
+    def _reset_event(self) -> None:
         self._data = []
+        self._data_chars = 0
+        self._oversized = False
         self._event_name = ""
 
 

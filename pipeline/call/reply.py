@@ -19,11 +19,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from config.logs import get_logger
-from pipeline.aio import aclose
+from pipeline.aio import aclose, cancel_and_wait
 from pipeline.call.feed import CallFeed
 from pipeline.call.turn import Turn
 from pipeline.playout import Playout, SpokenSpan
 from pipeline.providers.base import (
+    ContextTextToSpeech,
     LanguageModel,
     Message,
     ProviderError,
@@ -83,6 +84,26 @@ class Speaker:
     async def say_sentence(self, sentence: str, turn: Turn) -> None:
         await self.say(self.tts.synthesize(sentence, self._rate), SpokenSpan(sentence), turn)
 
+    async def say_reply(
+        self, tts: ContextTextToSpeech, sentences: asyncio.Queue[str | None], turn: Turn
+    ) -> None:
+        """The whole reply in one TTS context: each sentence pushed as soon as it exists."""
+        async with tts.context(self._rate) as ctx:
+            span = SpokenSpan("", word_ends=ctx.word_ends_s)  # one span: the reply so far
+
+            async def feed() -> None:
+                while (sentence := await sentences.get()) is not None:
+                    span.text = f"{span.text} {sentence}" if span.text else sentence
+                    await ctx.push(sentence)
+                await ctx.end()
+
+            feeder = asyncio.create_task(feed(), name="tts-feed")
+            try:
+                await self.say(ctx.audio(), span, turn)
+                await feeder  # done by now (the audio ends after end()); raises its error
+            finally:
+                await cancel_and_wait(feeder)
+
     async def say(self, pcm_stream: AsyncIterator[bytes], span: SpokenSpan, turn: Turn) -> None:
         chunker = self.playout.chunker()
         registered = False
@@ -102,7 +123,7 @@ class Speaker:
             if not registered:
                 turn.spans.append(span)
             await self._send_chunk(tail, span, turn)
-        span.complete = True
+        self.playout.end_span(span)
 
     async def _send_chunk(self, pcm: bytes, span: SpokenSpan, turn: Turn) -> None:
         if turn.deadline_scope is not None:
@@ -126,8 +147,10 @@ class Replier:
         deadline_s: float,
         feed: CallFeed,
         clock: Callable[[], float],
+        first_clause_chars: int = 0,
     ) -> None:
         self._speaker = speaker
+        self._first_clause_chars = first_clause_chars
         self._llm = llm
         self._tools = tools
         self._transfer_tool = transfer_tool  # the tool that asks for a person, if offered
@@ -198,7 +221,7 @@ class Replier:
     async def _think(
         self, turn: Turn, messages: list[Message], out: asyncio.Queue[str | None]
     ) -> None:
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(first_clause_chars=self._first_clause_chars)
         stream = self._llm.stream(messages, self._tools)
         try:
             async for event in stream:
@@ -225,5 +248,9 @@ class Replier:
             llm_log.warning("Ignoring unknown tool call %r", call.name)
 
     async def _voice(self, turn: Turn, sentences: asyncio.Queue[str | None]) -> None:
+        tts = self._speaker.tts
+        if isinstance(tts, ContextTextToSpeech):
+            await self._speaker.say_reply(tts, sentences, turn)
+            return
         while (sentence := await sentences.get()) is not None:
             await self._speaker.say_sentence(sentence, turn)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # --- speech to text -------------------------------------------------------------------
 
@@ -114,6 +114,31 @@ class TextToSpeech(Protocol):
         """Release what the provider holds for the whole process (at server shutdown)."""
 
 
+class SpeechContext(Protocol):
+    """One reply voiced as one utterance: its text pushed as the LLM writes it."""
+
+    # End time (s from the context's first audio) of each word voiced so far, when the
+    # provider reports it: what the caller heard, to the word, on barge-in. Grows in place.
+    word_ends_s: list[float]
+
+    async def push(self, text: str) -> None:
+        """More of the reply (a sentence or clause, as it should be joined to the last)."""
+
+    async def end(self) -> None:
+        """No more text: the audio ends once what was pushed is voiced."""
+
+    def audio(self) -> AsyncIterator[bytes]:
+        """PCM at the context's rate until everything pushed before ``end`` is voiced."""
+
+
+@runtime_checkable
+class ContextTextToSpeech(TextToSpeech, Protocol):
+    """A TTS that can keep one context open for a whole reply (prosody across sentences)."""
+
+    def context(self, sample_rate: int) -> AbstractAsyncContextManager[SpeechContext]:
+        """Open a context; leaving it before its audio ended cancels it at the provider."""
+
+
 # --- errors ---------------------------------------------------------------------------
 
 
@@ -152,6 +177,18 @@ class ProviderTimeout(ProviderError):
         super().__init__(provider, f"{phase} timeout after {limit_s:g} s", retryable=True)
         self.phase = phase
         self.limit_s = limit_s
+
+
+def error_category(exc: ProviderError) -> str:
+    """A fault's class in a few fixed words (metrics labels, call records)."""
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    status = exc.status
+    if status is None:
+        return "connection"
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status >= 500 else "client_error"
 
 
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})

@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -20,6 +20,7 @@ from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
 from config.settings import CartesiaSettings
 from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
+from pipeline.providers.warm import warm_together
 from pipeline.retry import PhaseClock
 from wire.sse import SseParser
 
@@ -63,7 +64,8 @@ class CartesiaTTS:
 
     def __init__(self, settings: CartesiaSettings, *, http: httpx.AsyncClient) -> None:
         self._http = http
-        self._url = settings.base_url.rstrip("/") + "/tts/sse"
+        self._root = settings.base_url.rstrip("/") + "/"
+        self._url = self._root + "tts/sse"
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         self._headers = {
             "X-API-Key": api_key,
@@ -86,6 +88,23 @@ class CartesiaTTS:
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
+
+    async def warm(self, connections: int) -> int:
+        """``GET /`` (the API's status, no synthesis) on ``connections`` pooled connections."""
+        return await warm_together(connections, self._ping)
+
+    async def _ping(self, hold: Callable[[], Awaitable[None]]) -> bool:
+        try:
+            request = self._http.stream(
+                "GET", self._root, headers=self._headers, timeout=self._timeout
+            )
+            async with request as response:
+                await hold()  # keep this connection busy until every probe has one
+                await response.aread()  # a read body returns the connection to the pool
+        except httpx.HTTPError as exc:
+            log.warning("Warm-up request failed: %r", exc)
+            return False
+        return response.status_code < 500
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         render_rate = nearest_supported_rate(sample_rate, CARTESIA_RATES)
@@ -124,7 +143,7 @@ class CartesiaTTS:
                         event = _parse_event(sse.data)
                         kind = event.get("type")
                         if kind == "chunk":
-                            pcm = _decode_audio(event.get("data"))
+                            pcm = decode_audio(event.get("data"))
                             if resampler is not None:
                                 pcm = resampler.process(pcm)
                             if not pcm:
@@ -136,7 +155,7 @@ class CartesiaTTS:
                             pcm_bytes += len(pcm)
                             yield pcm
                         elif kind == "error":
-                            raise _error_event(event)
+                            raise error_event(event)
                         elif kind == "done" or event.get("done") is True:
                             finished = True
                             break
@@ -178,11 +197,12 @@ class CartesiaTTS:
         return response
 
 
-def _error_event(event: dict[str, Any]) -> ProviderError:
-    """An in-stream ``error`` event; its ``status_code`` decides whether to retry."""
+def error_event(event: dict[str, Any]) -> ProviderError:
+    """An in-stream ``error`` event (SSE or WebSocket); its ``status_code`` decides whether
+    to retry. SSE carries ``message``/``title``, the WebSocket an ``error`` string."""
     raw = event.get("status_code")
     status = raw if isinstance(raw, int) and not isinstance(raw, bool) else 500
-    detail = event.get("message") or event.get("title")
+    detail = event.get("message") or event.get("title") or event.get("error")
     return status_error(_PROVIDER, status, f"stream error: {detail}")
 
 
@@ -196,7 +216,7 @@ def _parse_event(payload: str) -> dict[str, Any]:
     return event
 
 
-def _decode_audio(data: object) -> bytes:
+def decode_audio(data: object) -> bytes:
     if not isinstance(data, str):
         raise ProviderError(_PROVIDER, "chunk without audio data", retryable=True)
     try:

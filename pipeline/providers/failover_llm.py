@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from config.logs import get_logger
 from pipeline.aio import aclose
 from pipeline.providers.base import LanguageModel, LLMEvent, Message, ProviderError, ToolSpec
+from pipeline.providers.warm import Warmable
 from pipeline.retry import RetryPolicy
 
 log = get_logger("OPENAI")
@@ -61,6 +62,15 @@ class FailoverLLM:
             await aclose(primary)
         async for event in _closing(self.fallback.stream(messages, tools)):
             yield event
+
+    async def warm(self, connections: int) -> int:
+        """Both endpoints' connections; the count is the primary's."""
+        counts = [
+            await model.warm(connections)
+            for model in (self.primary, self.fallback)
+            if isinstance(model, Warmable)
+        ]
+        return counts[0] if counts else 0
 
     async def aclose(self) -> None:
         await self.primary.aclose()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import openai
 
 from config.logs import get_logger
@@ -25,6 +26,7 @@ from pipeline.providers.base import (
     ToolSpec,
     status_error,
 )
+from pipeline.providers.warm import warm_together
 from pipeline.retry import PhaseClock
 
 log = get_logger("OPENAI")
@@ -94,7 +96,9 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 class OpenAILLM:
-    def __init__(self, settings: OpenAISettings, *, name: str = _PROVIDER) -> None:
+    def __init__(
+        self, settings: OpenAISettings, *, name: str = _PROVIDER, keepalive_s: float = 5.0
+    ) -> None:
         self.name = name
         self.model = settings.model
         self.temperature = settings.temperature
@@ -106,9 +110,34 @@ class OpenAILLM:
         backstop = max(settings.first_token_timeout_s, settings.idle_timeout_s) + 1.0
         timeout = openai.Timeout(backstop, connect=settings.connect_timeout_s)
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=settings.base_url, max_retries=0, timeout=timeout
+        # The SDK's own pool (httpx2), with idle connections kept past the next warm-up.
+        limits = httpx2.Limits(
+            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=keepalive_s
         )
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=settings.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
+        )
+
+    async def warm(self, connections: int) -> int:
+        """``GET /models/{model}`` (a small, free request) on ``connections`` connections."""
+        return await warm_together(connections, self._ping)
+
+    async def _ping(self, hold: Callable[[], Awaitable[None]]) -> bool:
+        try:
+            retrieve = self._client.with_streaming_response.models.retrieve
+            async with retrieve(self.model) as response:
+                await hold()  # keep this connection busy until every probe has one
+                await response.read()  # a read body returns the connection to the pool
+        except openai.APIStatusError as exc:
+            return exc.status_code < 500  # answered: the connection is open
+        except openai.OpenAIError as exc:
+            log.warning("Warm-up request failed: %s", map_error(exc, self.name))
+            return False
+        return True
 
     async def stream(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec]
