@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from importlib.util import find_spec
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from audio.speech_segmenter import SegmenterSettings
 from audio.vad import SileroVadModel
@@ -93,25 +93,36 @@ def build_tts(settings: Settings) -> PiperTTS:
     return PiperTTS(voice, InferencePool("local-tts", settings.local.local_tts_workers))
 
 
+@runtime_checkable
+class LocalModels(Protocol):
+    """A provider backed by local models (through the metrics wrapper too)."""
+
+    async def load_models(self) -> None: ...
+
+    def model_stats(self) -> dict[str, float | int]: ...
+
+
+def _local(providers: Providers) -> dict[str, LocalModels]:
+    found: dict[str, LocalModels] = {}
+    stages: tuple[tuple[str, object], ...] = (("stt", providers.stt), ("tts", providers.tts))
+    for stage, provider in stages:
+        if isinstance(provider, LocalModels):
+            found[stage] = provider
+    return found
+
+
 def needs_warming(providers: Providers) -> bool:
-    return isinstance(providers.stt, LocalSTT) or isinstance(providers.tts, PiperTTS)
+    return bool(_local(providers))
 
 
 async def warm(providers: Providers) -> None:
     """Load and warm the local models in use (off the loop), once per process."""
     started = time.monotonic()
-    if isinstance(providers.tts, PiperTTS):
-        await providers.tts.warm()
-    if isinstance(providers.stt, LocalSTT):
-        await providers.stt.warm()
+    for provider in _local(providers).values():
+        await provider.load_models()
     log.info("Local models ready in %.0f ms", (time.monotonic() - started) * 1000)
 
 
 def stats(providers: Providers) -> dict[str, Any] | None:
-    """For /health and the benchmark: each local pool's work, waits and audio."""
-    out: dict[str, Any] = {}
-    if isinstance(providers.stt, LocalSTT):
-        out["local-stt"] = providers.stt.stats()
-    if isinstance(providers.tts, PiperTTS):
-        out["local-tts"] = providers.tts.stats()
-    return out or None
+    """For /health and the benchmark: each local pool's work, waits and audio, by stage."""
+    return {stage: p.model_stats() for stage, p in _local(providers).items()} or None
