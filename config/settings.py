@@ -369,10 +369,10 @@ class AgentSettings(_Group):
     # A turn retries failed providers until this long after the caller stopped.
     turn_deadline_s: float = Field(2.5, gt=0, le=30, validation_alias=_env("TURN_DEADLINE_S"))
     max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
-    # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
-    agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
     # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
     first_clause_chars: int = Field(0, ge=0, le=1000, validation_alias=_env("FIRST_CLAUSE_CHARS"))
+    # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
+    agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
 
     @field_validator("transfer_number", "agent_file", mode="before")
     @classmethod
@@ -621,11 +621,11 @@ _GROUPS: dict[str, type[_Group]] = {
     "agent": AgentSettings,
     "knowlarity": KnowlaritySettings,
     "providers": ProviderSettings,
-    "local": LocalSettings,
     "turn": TurnTakingSettings,
     "hindi": HindiSettings,
     "records": RecordsSettings,
     "telemetry": TelemetrySettings,
+    "local": LocalSettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -668,11 +668,11 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     knowlarity: KnowlaritySettings = KnowlaritySettings()
     providers: ProviderSettings = ProviderSettings()
-    local: LocalSettings = LocalSettings()
     turn: TurnTakingSettings = TurnTakingSettings()
     hindi: HindiSettings = HindiSettings()
     records: RecordsSettings = RecordsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    local: LocalSettings = LocalSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -91,9 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         base_agent = AgentConfig.from_settings(settings.agent)
-        if agent_file is not None:  # the agent file sets greeting, prompt, lines, transfer
+        if agent_file is not None:
             base_agent = agent_file.apply(base_agent)
-        choices = choose(settings)
         base = build_providers(settings, http, choices)
         setups = {
             code: CallSetup(

@@ -85,6 +85,11 @@ def _serve(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    host = args.host or settings.server.host
+    problem = stream_auth_problem(host, settings.stream)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from pipeline.agent_file import AgentFileError
     from server import local_stack
     from server.providers import choose
@@ -94,11 +99,6 @@ def _serve(args: argparse.Namespace) -> int:
         local_stack.load_agent(settings, choose(settings))
     except AgentFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    host = args.host or settings.server.host
-    problem = stream_auth_problem(host, settings.stream)
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
         return 2
     options: dict[str, Any] = {
         "host": host,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from importlib.util import find_spec
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from audio.speech_segmenter import SegmenterSettings
 from audio.vad import SileroVadModel
@@ -26,6 +26,7 @@ from pipeline.providers.local_stt import LocalSTT, LocalSTTSettings
 from pipeline.providers.moonshine_model import MoonshineModel
 from pipeline.providers.moonshine_worker import MoonshineWorker
 from pipeline.providers.piper_tts import PiperTTS, PiperVoiceModel
+from server.metered import unwrap
 from server.providers import LOCAL_PROVIDERS, Choice, Stage
 
 log = get_logger("LOCAL")
@@ -93,36 +94,28 @@ def build_tts(settings: Settings) -> PiperTTS:
     return PiperTTS(voice, InferencePool("local-tts", settings.local.local_tts_workers))
 
 
-@runtime_checkable
-class LocalModels(Protocol):
-    """A provider backed by local models (through the metrics wrapper too)."""
-
-    async def load_models(self) -> None: ...
-
-    def model_stats(self) -> dict[str, float | int]: ...
-
-
-def _local(providers: Providers) -> dict[str, LocalModels]:
-    found: dict[str, LocalModels] = {}
-    stages: tuple[tuple[str, object], ...] = (("stt", providers.stt), ("tts", providers.tts))
-    for stage, provider in stages:
-        if isinstance(provider, LocalModels):
-            found[stage] = provider
-    return found
-
-
 def needs_warming(providers: Providers) -> bool:
-    return bool(_local(providers))
+    stt, tts = unwrap(providers.stt), unwrap(providers.tts)
+    return isinstance(stt, LocalSTT) or isinstance(tts, PiperTTS)
 
 
 async def warm(providers: Providers) -> None:
     """Load and warm the local models in use (off the loop), once per process."""
     started = time.monotonic()
-    for provider in _local(providers).values():
-        await provider.load_models()
+    stt, tts = unwrap(providers.stt), unwrap(providers.tts)
+    if isinstance(tts, PiperTTS):
+        await tts.warm()
+    if isinstance(stt, LocalSTT):
+        await stt.warm()
     log.info("Local models ready in %.0f ms", (time.monotonic() - started) * 1000)
 
 
 def stats(providers: Providers) -> dict[str, Any] | None:
-    """For /health and the benchmark: each local pool's work, waits and audio, by stage."""
-    return {stage: p.model_stats() for stage, p in _local(providers).items()} or None
+    """For /health and the benchmark: each local pool's work, waits and audio."""
+    out: dict[str, Any] = {}
+    stt, tts = unwrap(providers.stt), unwrap(providers.tts)
+    if isinstance(stt, LocalSTT):
+        out["local-stt"] = stt.stats()
+    if isinstance(tts, PiperTTS):
+        out["local-tts"] = tts.stats()
+    return out or None

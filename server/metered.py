@@ -108,3 +108,8 @@ class Metering:
 def metered(providers: Providers, count: Count) -> Providers:
     """One set of providers, each request counted."""
     return Metering(count).providers(providers)
+
+
+def unwrap(provider: Any) -> Any:
+    """The provider itself behind its counting wrapper (for type-specific start-up work)."""
+    return provider._inner if isinstance(provider, _Metered) else provider

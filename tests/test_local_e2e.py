@@ -58,7 +58,7 @@ async def keyless() -> AsyncIterator[VoiceServer]:
 def tts_jobs(server: VoiceServer) -> int:
     stats = local_stack.stats(server.state.providers)
     assert stats is not None
-    jobs: int = stats["tts"]["jobs"]
+    jobs: int = stats["local-tts"]["jobs"]
     return jobs
 
 

@@ -102,7 +102,7 @@ class _PlainTTS:
     async def aclose(self) -> None:
         return None
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         return connections
 
 
@@ -122,7 +122,9 @@ async def test_counting_wrappers_keep_every_capability_of_the_provider() -> None
     plain = metered(Providers(stt=None, llm=None, tts=_PlainTTS()), count).tts
     assert plain is not None
     warmable: object = plain
-    assert isinstance(warmable, Warmable) and await warmable.warm(2) == 2  # handed through
+    assert (
+        isinstance(warmable, Warmable) and await warmable.warm_connections(2) == 2
+    )  # handed through
     capable: object = plain
     assert not isinstance(capable, ContextTextToSpeech)  # no capability it lacks
     assert [chunk async for chunk in plain.synthesize("hi", 8000)] == [b"\x00\x00"]

@@ -97,7 +97,7 @@ class LocalSTT:
         finally:
             await stream.aclose()
 
-    async def load_models(self) -> None:
+    async def warm(self) -> None:
         """Load and warm Moonshine, and build VAD instances, off the loop (once per process)."""
         if not self._model.loaded:
             await asyncio.to_thread(self._model.warm)
@@ -105,7 +105,7 @@ class LocalSTT:
             if self._vad.idle(rate) == 0:
                 await asyncio.to_thread(self._vad.warm, 2, (rate,))
 
-    def model_stats(self) -> dict[str, float | int]:
+    def stats(self) -> dict[str, float | int]:
         return {**self._pool.stats(), "audio_s": round(self.audio_s, 3), "vads": self._vad.built}
 
     async def aclose(self) -> None:

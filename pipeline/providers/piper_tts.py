@@ -142,12 +142,12 @@ class PiperTTS:
     def voice_name(self) -> str:
         return self._voice.name
 
-    async def load_models(self) -> None:
+    async def warm(self) -> None:
         """Load and warm the voice off the loop (once per process)."""
         if not self._voice.loaded:
             await asyncio.to_thread(self._voice.warm)
 
-    def model_stats(self) -> dict[str, float | int]:
+    def stats(self) -> dict[str, float | int]:
         return {**self._pool.stats(), "audio_s": round(self.audio_s, 3)}
 
     async def aclose(self) -> None:
