@@ -12,6 +12,8 @@ in code each lives in its group, under its name without the group's prefix::
     settings.stream.ip_max_pending   VOICE_IP_MAX_PENDING  (names that differ say so)
     settings.server.host             HOST         (the process: host, port, logs, drain)
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
+    settings.turn.playout_lead_ms    PLAYOUT_LEAD_MS  (barge-in, backchannels, pacing, VAD)
+    settings.hindi.greeting          GREETING_HI  (the ?lang=hi profile)
 
 The settings are built once (:func:`get_settings`) and each component is handed its group.
 ``Settings(deepgram_api_key=...)`` (flat names, any case) and ``Settings(deepgram=...)``
@@ -369,6 +371,77 @@ class AgentSettings(_Group):
         return _none_if_blank(value)
 
 
+class TurnTakingSettings(_Group):
+    """Two-stage barge-in, backchannels, just-in-time playout, preemptive reply and the
+    local VAD (docs/turn-taking.md)."""
+
+    barge_in_window_ms: int = Field(
+        400, ge=50, le=5000, validation_alias=_env("BARGE_IN_WINDOW_MS")
+    )
+    barge_in_max_backchannel_ms: int = Field(
+        1200, ge=50, le=10_000, validation_alias=_env("BARGE_IN_MAX_BACKCHANNEL_MS")
+    )
+    backchannel_phrases: str = Field("", validation_alias=_env("BACKCHANNEL_PHRASES"))
+    backchannel_max_words: int = Field(
+        4, ge=1, le=20, validation_alias=_env("BACKCHANNEL_MAX_WORDS")
+    )
+    backchannel_hold_s: float = Field(4.0, ge=0, le=60, validation_alias=_env("BACKCHANNEL_HOLD_S"))
+    playout_lead_ms: int = Field(400, ge=100, le=5000, validation_alias=_env("PLAYOUT_LEAD_MS"))
+    playout_start_ms: int = Field(200, ge=0, le=5000, validation_alias=_env("PLAYOUT_START_MS"))
+    preemptive_reply: bool = Field(True, validation_alias=_env("PREEMPTIVE_REPLY"))
+    preemptive_quiet_ms: int = Field(
+        150, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS")
+    )
+    local_vad: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("LOCAL_VAD"))
+    vad_start_ms: int = Field(96, ge=32, le=2000, validation_alias=_env("VAD_START_MS"))
+    vad_end_ms: int = Field(256, ge=32, le=5000, validation_alias=_env("VAD_END_MS"))
+
+    @field_validator("local_vad", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        """BACKCHANNEL_PHRASES as a list (empty: the built-in English and Hindi list)."""
+        return tuple(p.strip() for p in self.backchannel_phrases.split(",") if p.strip())
+
+
+class HindiSettings(_Group):
+    """The Hindi (or Hinglish) profile a call gets with ``/voice?lang=hi``. Unset lines
+    and prompt use the built-in Hindi ones; an unset voice uses CARTESIA_VOICE_ID."""
+
+    default_language: Literal["en", "hi"] = Field("en", validation_alias=_env("DEFAULT_LANGUAGE"))
+    deepgram_language: str = Field("hi", validation_alias=_env("DEEPGRAM_LANGUAGE_HI"))
+    cartesia_language: str = Field("hi", validation_alias=_env("CARTESIA_LANGUAGE_HI"))
+    cartesia_voice_id: str | None = Field(None, validation_alias=_env("CARTESIA_VOICE_ID_HI"))
+    greeting: str | None = Field(None, validation_alias=_env("GREETING_HI"))
+    system_prompt: str | None = Field(None, validation_alias=_env("SYSTEM_PROMPT_HI"))
+    fallback_line: str | None = Field(None, validation_alias=_env("FALLBACK_LINE_HI"))
+    goodbye_line: str | None = Field(None, validation_alias=_env("GOODBYE_LINE_HI"))
+    transfer_line: str | None = Field(None, validation_alias=_env("TRANSFER_LINE_HI"))
+    unavailable_line: str | None = Field(None, validation_alias=_env("UNAVAILABLE_LINE_HI"))
+
+    @field_validator(
+        "cartesia_voice_id",
+        "greeting",
+        "system_prompt",
+        "fallback_line",
+        "goodbye_line",
+        "transfer_line",
+        "unavailable_line",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("default_language", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 Channel = Literal["Basic", "Advance", "Premium", "Enterprise"]
 
 
@@ -466,6 +539,8 @@ _GROUPS: dict[str, type[_Group]] = {
     "agent": AgentSettings,
     "knowlarity": KnowlaritySettings,
     "providers": ProviderSettings,
+    "turn": TurnTakingSettings,
+    "hindi": HindiSettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -504,6 +579,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     knowlarity: KnowlaritySettings = KnowlaritySettings()
     providers: ProviderSettings = ProviderSettings()
+    turn: TurnTakingSettings = TurnTakingSettings()
+    hindi: HindiSettings = HindiSettings()
 
     @classmethod
     def settings_customise_sources(

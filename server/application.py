@@ -36,9 +36,11 @@ from config.settings import Settings, get_settings
 from kpi.routes import admin_refusal, build_router, validation_error
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.language import call_languages
 from pipeline.providers.base import ProviderError
 from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
+from pipeline.turntaking.config import TurnTakingConfig
 from server.admission import uvicorn_noise_filter
 from server.api_docs import install_docs
 from server.body_limit import BodyLimit
@@ -52,9 +54,9 @@ from server.exposure import (
 )
 from server.limits import IpLimitConfig, IpLimits, PendingPool
 from server.playground import install_playground
-from server.providers import build_providers, choose
+from server.providers import build_providers, choose, providers_for_language
 from server.security import UrlRedactingFilter, parse_networks
-from server.state import AppState
+from server.state import AppState, CallSetup
 from server.voice import handle_call
 from server.workers import worker_index
 
@@ -80,15 +82,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
-        agent = AgentConfig.from_settings(settings.agent)
+        base_agent = AgentConfig.from_settings(settings.agent)
         choices = choose(settings)
-        providers = build_providers(settings, http, choices)
+        base = build_providers(settings, http, choices)
+        setups = {
+            code: CallSetup(
+                language,
+                language.agent(base_agent),
+                providers_for_language(settings, http, choices, base, language),
+            )
+            for code, language in call_languages(settings, base_agent).items()
+        }
+        default = setups[settings.hindi.default_language]
         state = AppState(
             settings=settings,
-            agent=agent,
-            providers=providers,
+            agent=default.agent,
+            providers=default.providers,
             http=http,
             choices=choices,
+            setups=setups,
+            turn_taking=TurnTakingConfig.from_settings(
+                settings.turn, min_content_words=settings.agent.barge_in_min_words
+            ),
             ip_limits=IpLimits(ip_limit_config(settings)),
             pending_pool=PendingPool(max(16, settings.stream.max_calls // 4)),
         )
@@ -324,6 +339,13 @@ async def _warm(state: AppState) -> None:
         state.greeting_warmed.set()
     rates = sorted({state.settings.stream.sample_rate, 8000, 16000})
     await warm_lines(cache, tts, state.agent.fixed_lines(), rates)
+    # The other language's lines too when it has a voice of its own (a bilingual server);
+    # otherwise each is cached by the first call that says it.
+    if state.settings.hindi.cartesia_voice_id:
+        for setup in state.setups.values():
+            other = setup.providers.tts
+            if other is not None and setup.agent is not state.agent:
+                await warm_lines(cache, other, setup.agent.fixed_lines(), rates)
     log.info("Cached %d fixed lines in %.0f ms", len(cache), (time.monotonic() - started) * 1000)
 
 

@@ -20,8 +20,9 @@ from typing import Any, Literal
 
 import httpx
 
-from config.settings import Settings
+from config.settings import CartesiaSettings, Settings
 from pipeline.call.providers import Providers
+from pipeline.language import CallLanguage
 from pipeline.providers.base import LanguageModel, SpeechToText, TextToSpeech
 from pipeline.providers.cartesia_tts import CartesiaTTS
 from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
@@ -111,10 +112,8 @@ def build_providers(
         llm = build_llm(settings)
     elif choices["llm"].provider == "local":
         llm = LOCAL_PROVIDERS["llm"](settings)
-    if choices["tts"].provider == "cartesia" and settings.cartesia.transport == "websocket":
-        tts = CartesiaWebSocketTTS(settings.cartesia)
-    elif choices["tts"].provider == "cartesia":
-        tts = CartesiaTTS(settings.cartesia, http=http)
+    if choices["tts"].provider == "cartesia":
+        tts = _cartesia(settings.cartesia, http)
     elif choices["tts"].provider == "local":
         tts = LOCAL_PROVIDERS["tts"](settings)
     return Providers(
@@ -132,3 +131,30 @@ def build_llm(settings: Settings) -> LanguageModel:
     return FailoverLLM(
         primary, OpenAILLM(fallback, name="openai-fallback", keepalive_s=keepalive_s)
     )
+
+
+def providers_for_language(
+    settings: Settings,
+    http: httpx.AsyncClient,
+    choices: dict[Stage, Choice],
+    base: Providers,
+    language: CallLanguage,
+) -> Providers:
+    """``base`` listening and speaking ``language``: the cloud STT and TTS get its language
+    (and voice); the LLM, the local providers and the line cache are shared."""
+    stt, tts = base.stt, base.tts
+    deepgram, cartesia = settings.deepgram, settings.cartesia
+    if choices["stt"].provider == "deepgram" and language.stt_language != deepgram.language:
+        stt = DeepgramSTT(deepgram.model_copy(update={"language": language.stt_language}))
+    voice = language.tts_voice_id or cartesia.voice_id
+    wanted = (language.tts_language, voice)
+    if choices["tts"].provider == "cartesia" and wanted != (cartesia.language, cartesia.voice_id):
+        update = {"language": language.tts_language, "voice_id": voice}
+        tts = _cartesia(cartesia.model_copy(update=update), http)
+    return Providers(stt=stt, llm=base.llm, tts=tts, cache=base.cache)
+
+
+def _cartesia(settings: CartesiaSettings, http: httpx.AsyncClient) -> TextToSpeech:
+    if settings.transport == "websocket":
+        return CartesiaWebSocketTTS(settings)
+    return CartesiaTTS(settings, http=http)

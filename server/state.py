@@ -16,16 +16,27 @@ from pipeline.agent import AgentConfig
 from pipeline.call.providers import Providers
 from pipeline.call_record import CallRegistry
 from pipeline.events import CallEventHub
+from pipeline.language import CallLanguage, FixedLines, choose_language
+from pipeline.turntaking.config import TurnTakingConfig
 from server.lifecycle import Lifecycle
 from server.limits import IpLimits, LogThrottle, PendingPool
 from server.providers import Choice, Stage, missing
 
 
+@dataclass(frozen=True, slots=True)
+class CallSetup:
+    """What a call in one language is made of (``/voice?lang=hi``)."""
+
+    language: CallLanguage
+    agent: AgentConfig
+    providers: Providers
+
+
 @dataclass(slots=True)
 class AppState:
     settings: Settings
-    agent: AgentConfig
-    providers: Providers
+    agent: AgentConfig  # the default language's
+    providers: Providers  # the default language's (closed with the app)
     http: httpx.AsyncClient
     choices: dict[Stage, Choice] = field(default_factory=dict)  # what runs each stage, why
     registry: CallRegistry = field(default_factory=CallRegistry)
@@ -42,6 +53,18 @@ class AppState:
     loop_lag_ms: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=600)
     )
+
+    setups: dict[str, CallSetup] = field(default_factory=dict)  # by language code
+    turn_taking: TurnTakingConfig = field(default_factory=TurnTakingConfig)
+
+    def setup_for(self, lang: str | None) -> CallSetup:
+        """The call's language (``?lang=``), else the default; one setup if none are set."""
+        if not self.setups:
+            default = CallLanguage("en", "", "", None, _lines(self.agent))
+            return CallSetup(default, self.agent, self.providers)
+        languages = {code: setup.language for code, setup in self.setups.items()}
+        chosen = choose_language(lang, languages, self.settings.hindi.default_language)
+        return self.setups[chosen.code]
 
     def missing(self) -> list[str]:
         """What a live call still lacks (settings, or the local extra); empty when ready."""
@@ -60,4 +83,19 @@ class AppState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.providers.aclose()
+        for setup in self.setups.values():  # other languages' own STT/TTS (shared: skipped)
+            for own in (setup.providers.stt, setup.providers.tts):
+                if own is not None and own not in (self.providers.stt, self.providers.tts):
+                    await own.aclose()
         await self.http.aclose()
+
+
+def _lines(agent: AgentConfig) -> FixedLines:
+    return FixedLines(
+        agent.greeting,
+        agent.system_prompt,
+        agent.fallback_line,
+        agent.goodbye_line,
+        agent.transfer_line,
+        agent.unavailable_line,
+    )

@@ -130,13 +130,17 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
             early_audio=early_audio,
             meter=AudioMeter(rate, stream.inbound_audio_burst_s, time.monotonic()),
         )
+        setup = state.setup_for(websocket.query_params.get("lang"))
+        if setup.language.code != state.settings.hindi.default_language:
+            log.info("language = %s", setup.language.code)
         session = CallSession(
             record=record,
-            config=state.agent,
-            providers=state.providers,
+            config=setup.agent,
+            providers=setup.providers,
             line=line,
             events=state.events,
-            language=state.settings.deepgram.language,
+            language=setup.language.stt_language or state.settings.deepgram.language,
+            turn_taking=state.turn_taking,
         )
         try:
             with state.lifecycle.calls.session(call_id, session):

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import random
 import secrets
 import time
 from collections import Counter
@@ -32,6 +33,9 @@ from wire.knowlarity import KillAudio, PlayAudio, Transfer, UnknownEvent, parse_
 EVENT_KINDS = ("playAudio", "killAudio", "transfer", "disconnect", "unknown")
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # a long greeting sent as one playAudio still fits
 DEFAULT_SAMPLE_RATE = 16000
+# Playback that runs dry for less than this and carries on is an underrun inside a reply
+# (longer silences are turns: the caller speaking, the bot thinking).
+STUTTER_GAP_S = 0.3
 
 # Indirection so tests can drive pacing with a fake clock.
 _now = time.monotonic
@@ -90,9 +94,17 @@ class StreamNodeClient:
         sample_rate: int = DEFAULT_SAMPLE_RATE,
         on_event: Callable[[ReceivedEvent], None] | None = None,
         keep_audio: bool = True,
+        jitter_s: float = 0.0,
+        jitter_seed: int | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.on_event = on_event
+        # A jittery line: each message from the server reaches the node 0..jitter_s late
+        # (seeded), never before the one sent ahead of it.
+        self.jitter_s = jitter_s
+        self._jitter = random.Random(jitter_seed)
+        self._last_arrival = 0.0
+        self.underruns: list[float] = []  # gaps (s) in the bot's playback inside a reply
         self.keep_audio = keep_audio
         self.events: list[ReceivedEvent] = []
         self.problems: list[str] = []
@@ -259,7 +271,11 @@ class StreamNodeClient:
             self._notify()
 
     def handle_message(self, message: str | bytes, now: float) -> ReceivedEvent:
-        """Record one message from the server as received at ``now`` (monotonic)."""
+        """Record one message from the server as received at ``now`` (monotonic); on a
+        jittery line it arrives (``t``) a random while later, in order."""
+        if self.jitter_s > 0:
+            now = max(self._last_arrival, now + self._jitter.uniform(0.0, self.jitter_s))
+            self._last_arrival = now
         event = self._classify(message, now)
         self._record(event)
         return event
@@ -292,6 +308,9 @@ class StreamNodeClient:
         if problem:
             self.problems.append(f"playAudio {problem}")
         duration_ms = wav.duration_s * 1000
+        dry_s = now - self.playing_until
+        if self.playing_until and 0 < dry_s < STUTTER_GAP_S:
+            self.underruns.append(dry_s)  # the caller heard the bot stop for a moment
         play_start = max(now, self.playing_until)
         self.playing_until = play_start + duration_ms / 1000
         if problem is None and self.keep_audio:

@@ -37,7 +37,9 @@ _MODEL_VERSION = "2024-11-21.0"
 _WORD_CONFIDENCE = 0.99
 _TRANSCRIPT_CONFIDENCE = 0.98
 _WORD_FILL = 0.85  # a word fills this share of its slot; the rest is the gap to the next
-_STRIP = re.compile(r"[^\w']+")
+# Not a word character: Devanagari vowel signs and viramas are marks (M*), so \w alone
+# would cut "हाँ" down to "ह".
+_STRIP = re.compile(r"[^\w'\u0900-\u0963\u0966-\u097f]+")  # the dandas (0964-5) go
 
 
 class ListenParamError(ValueError):

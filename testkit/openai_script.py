@@ -37,7 +37,8 @@ __all__ = [
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _ARG_PIECE = 8  # characters of tool-call arguments per fragment
-_TRAILING_PUNCT = ".!?,;: "
+_TRAILING_PUNCT = ".!?,;: ।॥"
+_DEVANAGARI = re.compile(r"[\u0900-\u097f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +123,13 @@ def _user_text(message: Any) -> str:
 
 
 def default_reply_text(messages: Sequence[Any]) -> str:
-    """The reply when nothing is scripted: two sentences echoing the last user message."""
+    """The reply when nothing is scripted: two sentences echoing the last user message
+    (in Hindi, with a danda, when the caller spoke Devanagari)."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             said = " ".join(_user_text(message).split()).rstrip(_TRAILING_PUNCT)
+            if said and _DEVANAGARI.search(said):  # a Hindi call: answer in Hindi
+                return f"आपने कहा: {said}। और कुछ?"
             if said:
                 return f"You said: {said}. Is there anything else?"
             break

@@ -62,6 +62,8 @@ async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> Non
 SESSION_TASKS = {
     "turn",
     "listen",
+    "stt-events",
+    "playout",
     "watchdog",
     "goodbye",
     "think",

@@ -22,6 +22,7 @@ from pipeline.call_record import CallRecord
 from pipeline.events import BargeIn, CallEnded, CallEvent, TurnTimings
 from pipeline.providers.base import ProviderError, ToolCall
 from pipeline.speech_cache import SpeechCache
+from pipeline.turntaking.config import TurnTakingConfig
 from testkit.memory import MemoryLine, Outcome, ScriptedLLM, ScriptedSTT, ToneTTS
 from testkit.virtual_time import run_virtual
 
@@ -51,6 +52,10 @@ class Rig:
             while not probe():  # noqa: ASYNC110
                 await asyncio.sleep(step)
 
+    def held(self) -> bool:
+        """The reply's audio is held back (a barge-in being decided)."""
+        return self.session.playout.held
+
     async def quiet(self) -> None:
         """Until the bot has said everything it was going to say."""
         await self.until(lambda: not self.session.bot_busy())
@@ -74,6 +79,7 @@ class Rig:
 def call(
     script: list[Outcome],
     body: Callable[[Rig], Awaitable[None]],
+    turn_taking: TurnTakingConfig | None = None,
     **config: Any,
 ) -> None:
     """Run ``body`` against a fresh call on a virtual-time loop."""
@@ -97,6 +103,7 @@ def call(
             line=line,
             events=Sink(),
             clock=loop.time,
+            turn_taking=turn_taking,
         )
         rig = Rig(session, stt, llm, tts, line, rig_events)
         rig.call = asyncio.create_task(session.run())
@@ -113,21 +120,23 @@ def call(
 LONG = "One two three four five six seven eight nine ten."  # 50 chars: 2.5 s of audio
 
 
-def test_barge_in_arms_on_speech_fires_on_words_and_keeps_only_what_was_heard() -> None:
+def test_barge_in_pauses_on_speech_fires_on_words_and_keeps_only_what_was_heard() -> None:
     async def body(rig: Rig) -> None:
         rig.stt.say("Tell me everything.")
         await rig.until(lambda: rig.session.playout.speaking())
         started = rig.now  # the reply's first chunk plays from here (nothing was queued)
         await asyncio.sleep(1.0)
-        rig.stt.speech_started()  # a sound: armed, nothing cut
+        rig.session.voice_activity(True)  # a sound: the reply pauses, nothing is cut
         await asyncio.sleep(0.2)
-        assert rig.session.listening.armed and rig.line.kinds()[-1] == "play"
+        assert rig.held() and rig.line.kinds()[-1] == "play"
+        plays = rig.line.kinds().count("play")
         await asyncio.sleep(0.05)
+        assert rig.line.kinds().count("play") == plays  # paused: nothing more was sent
         rig.stt.interim("wait")  # words: fire
         await rig.until(lambda: "clear" in rig.line.kinds())
         cut = rig.line.actions[-1].at
         assert cut == pytest.approx(started + 1.25, abs=0.01)
-        assert rig.session.record.barge_ins == 1 and rig.session.listening.armed_at is None
+        assert rig.session.record.barge_ins == 1 and not rig.held()
         # 1.25 s of 2.5 s heard: half of the ten words.
         (barge,) = rig.of(BargeIn)
         assert barge.heard_text == "One two three four five"
@@ -144,12 +153,18 @@ def test_speech_without_words_never_cuts_the_bot_off() -> None:
     async def body(rig: Rig) -> None:
         rig.stt.say("Tell me everything.")
         await rig.until(lambda: rig.session.playout.speaking())
-        rig.stt.speech_started()
+        rig.stt.speech_started()  # the recogniser's own VAD: no pause, no cut
+        rig.session.voice_activity(True)  # a cough: paused...
+        await asyncio.sleep(0.1)
+        rig.session.voice_activity(False)
+        await asyncio.sleep(0.1)
+        assert rig.held()
+        await asyncio.sleep(0.25)  # ...and resumed when the window closes without words
+        assert not rig.held()
         await rig.quiet()
         assert "clear" not in rig.line.kinds() and rig.session.record.barge_ins == 0
         rig.stt.utterance_end()
         await asyncio.sleep(0.01)
-        assert not rig.session.listening.armed
         assert rig.session.history.turns[-1]["content"] == LONG
 
     call([LONG], body)

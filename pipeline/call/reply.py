@@ -123,7 +123,7 @@ class Speaker:
             if not registered:
                 turn.spans.append(span)
             await self._send_chunk(tail, span, turn)
-        span.complete = True
+        self.playout.end_span(span)
 
     async def _send_chunk(self, pcm: bytes, span: SpokenSpan, turn: Turn) -> None:
         if turn.deadline_scope is not None:

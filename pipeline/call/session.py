@@ -23,6 +23,7 @@ from typing import Any
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import cancel_and_wait
+from pipeline.call.commands import TurnCommands
 from pipeline.call.ending import (
     GOODBYE_PLAYOUT_S,
     UNAVAILABLE_PLAYOUT_S,
@@ -30,7 +31,8 @@ from pipeline.call.ending import (
     Ending,
 )
 from pipeline.call.feed import CallFeed, Outcome
-from pipeline.call.listening import Interrupt, Listening
+from pipeline.call.inbox import Inbox
+from pipeline.call.listening import BotState, Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
 from pipeline.call.state import CallState, CallStatus
@@ -40,7 +42,9 @@ from pipeline.events import CallEvents, EndReason, NullEvents
 from pipeline.history import History
 from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
-from pipeline.providers.base import ProviderError, STTEvent, STTStream
+from pipeline.providers.base import ProviderError, STTEvent
+from pipeline.turntaking.config import TurnTakingConfig
+from pipeline.turntaking.listener import Command
 
 log = get_logger("SESSION")
 ws_log = get_logger("KNOWLARITY")
@@ -57,6 +61,7 @@ class CallSession:
         events: CallEvents | None = None,
         language: str = "",
         clock: Callable[[], float] = time.monotonic,
+        turn_taking: TurnTakingConfig | None = None,
     ) -> None:
         self.record = record
         self._config = config
@@ -68,11 +73,18 @@ class CallSession:
         self._started = clock()
         self.status = CallStatus()
         self.feed = CallFeed(events or NullEvents(), record, clock, self._started)
-        self.playout = Playout(line, clock)
-        self.history = History(config.system_prompt, config.max_history_messages)
-        self.listening = Listening(
-            min_words=config.barge_in_min_words, clock=clock, started=self._started
+        taking = turn_taking or TurnTakingConfig.default(config.barge_in_min_words)
+        self.playout = Playout(
+            line,
+            clock,
+            lead_s=taking.playout_lead_ms / 1000,
+            start_s=taking.playout_start_ms / 1000,
         )
+        self._inbox = Inbox(clock)
+        self.playout.on_start = self._inbox.nudge  # the bot starts speaking: listening looks
+        self.history = History(config.system_prompt, config.max_history_messages)
+        self.listening = Listening(taking, started=self._started)
+        self.commands = TurnCommands(self)
         tts = providers.tts
         self._speaker = Speaker(self.playout, tts, providers.cache, clock) if tts else None
         self._replier = (
@@ -154,7 +166,8 @@ class CallSession:
         assert stt is not None
         self._start_turn(self._speak_greeting())
         async with stt.stream(self._rate) as stream:
-            listener = asyncio.create_task(self._listen(stream), name="listen")
+            reader = asyncio.create_task(self._inbox.read_stt(stream), name="stt-events")
+            listener = asyncio.create_task(self._listen(), name="listen")
             watchdog = asyncio.create_task(self._watch_time(), name="watchdog")
             try:
                 async for pcm in self._line.audio():
@@ -162,9 +175,10 @@ class CallSession:
                     stream.send_audio(pcm)
             finally:
                 self.status.to(CallState.HUNG_UP)
-                for task in (watchdog, listener, self._end_task):
+                for task in (watchdog, listener, reader, self._end_task):
                     await self._cancel(task)
                 await self._cancel_turn()
+                await self.playout.aclose()
 
     async def _serve_unavailable(self, missing: list[str]) -> None:
         """Keys are missing: apologise if we can speak at all, then hand back to the IVR."""
@@ -179,8 +193,8 @@ class CallSession:
         while True:
             now = self._clock()
             quiet_since = max(self.listening.caller_active_at, self.playout.playing_until)
-            if self._turn_running():
-                quiet_since = now  # a reply is being prepared
+            if self._turn_running() or self.playout.speaking():
+                quiet_since = now  # a reply is being prepared, or still being sent
             reason = self._limits.reached(now, started=self._started, quiet_since=quiet_since)
             if reason is not None:
                 await self.end_call(reason, kind="timeout")
@@ -188,9 +202,46 @@ class CallSession:
             due = self._limits.next_check(started=self._started, quiet_since=quiet_since)
             await asyncio.sleep(due - now + 0.01)
 
-    async def _listen(self, stt: STTStream) -> None:
-        async for event in stt.events():
-            await self._on_stt_event(event)
+    def voice_activity(self, speech: bool) -> None:
+        """The local VAD heard the caller start (``speech``) or stop speaking."""
+        self._inbox.voice_activity(speech)
+
+    async def _listen(self) -> None:
+        """Turn-taking: the caller's events and the reply's state in, commands carried out."""
+        while (item := await self._inbox.next(self._wake_at())) is not None:
+            now = self._clock()
+            commands = self._sync_bot(now)
+            if isinstance(item, STTEvent):
+                self.feed.caller_speech(item)
+                commands += self.listening.hear(item, now)
+            elif isinstance(item, bool):
+                commands += self.listening.vad(item, now)
+            commands += self.listening.tick(now)
+            for command in commands:
+                await self.commands.apply(command)
+        await self._recogniser_stopped()
+
+    def _wake_at(self) -> float | None:
+        times = [self.listening.deadline()]
+        if self.playout.speaking() and not self.playout.held:  # when the bot falls silent
+            times.append(self.playout.playing_until + self.playout.buffered_s)
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    def _bot_state(self) -> BotState:
+        if not self.status.takes_turns:
+            return BotState.SILENT  # winding down: no barge-in, no new turns
+        if self.commands.speculative is not None:
+            return BotState.PREPARING  # its audio is held back until the final confirms it
+        if self.playout.speaking():
+            return BotState.SPEAKING
+        return BotState.PREPARING if self._turn_running() else BotState.SILENT
+
+    def _sync_bot(self, now: float) -> list[Command]:
+        state = self._bot_state()
+        return self.listening.bot(state, now, line=self.listening.last_line)
+
+    async def _recogniser_stopped(self) -> None:
         if self.status.state is CallState.HUNG_UP:
             return
         log.error("Speech recognition stopped; ending the call")
@@ -209,52 +260,6 @@ class CallSession:
                 cut_in=False,
             )
 
-    async def _on_stt_event(self, event: STTEvent) -> None:
-        self.feed.caller_speech(event)
-        decisions = self.listening.hear(
-            event, bot_busy=self.bot_busy(), bot_speaking=self.playout.speaking()
-        )
-        for decision in decisions:
-            if isinstance(decision, Interrupt):
-                await self._interrupt(decision)
-                continue
-            text = self.listening.take_utterance()
-            if text and self.status.takes_turns:
-                log.info('End of utterance (%s) | text="%s"', decision.trigger, text)
-                await self._cancel_turn()
-                self.record.turns += 1
-                turn = Turn(text, started=self._clock(), number=self.record.turns)
-                self._start_turn(self._respond(turn))
-
-    async def _interrupt(self, interrupt: Interrupt) -> None:
-        """Caller words while the bot is busy: barge-in."""
-        words = interrupt.words
-        task = self._turn_task
-        now = self._clock()
-        if self.playout.speaking():
-            if task is not None:
-                task.cancel()  # before killAudio, so no chunk of this turn follows it
-            await self.playout.kill()
-            self.record.barge_ins += 1
-            ws_log.info(
-                'Barge-in | killAudio sent | onset_to_kill_ms=%.0f heard_words="%s"',
-                (self._clock() - interrupt.onset) * 1000,
-                words[:60],
-            )
-            await self._cancel_turn()
-            turn = self._speaker.audible_turn if self._speaker is not None else None
-            heard = heard_text(turn.spans, now) if turn is not None else ""
-            if turn is not None and turn.history_entry is not None:
-                self.history.revise(turn.history_entry, heard)
-                assert self._speaker is not None
-                self._speaker.audible_turn = None
-            self.feed.barge_in(turn.number if turn is not None else 0, heard, words, now)
-        elif self._turn_running():
-            log.info(
-                'Caller still speaking; reply cancelled before it was heard | "%s"', words[:60]
-            )
-            await self._cancel_turn()
-
     # -- turns ------------------------------------------------------------------------------
 
     def _turn_running(self) -> bool:
@@ -265,10 +270,14 @@ class CallSession:
         if previous is not None and not previous.done():
             previous.cancel()
         self._turn_task = asyncio.create_task(coro, name="turn")
+        self._turn_task.add_done_callback(lambda _: self._inbox.nudge())
 
     async def _cancel_turn(self) -> None:
         task, self._turn_task = self._turn_task, None
+        running = task is not None and not task.done()
         await self._cancel(task)
+        if running:
+            self.playout.discard()  # its audio not yet sent must not play
 
     async def _cancel(self, task: asyncio.Task[None] | None) -> None:
         if task is not None and task is not asyncio.current_task():
@@ -300,12 +309,16 @@ class CallSession:
                 await self._apologise(turn)
             else:
                 self._failed_turns = 0
+            if turn.speculative:
+                await turn.kept.wait()  # the final transcript decides; else it is cancelled
             turn.completed = True
         except asyncio.CancelledError:
             outcome = "interrupted"
-            if not turn.spans:
-                # Nothing was heard: fold these words into the caller's next utterance.
-                self.listening.carry(turn.user_text)
+            if not turn.heard:
+                # Nothing was heard: fold these words into the caller's next utterance
+                # (a discarded preemptive reply's words come again in the final).
+                if not turn.discarded:
+                    self.listening.carry(turn.user_text)
                 unheard = True
                 outcome = "unheard"
             raise
@@ -343,6 +356,7 @@ class CallSession:
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, self._clock())
         if text:
             turn.history_entry = self.history.add("assistant", text)
+            self.listening.last_line = text
         if turn.spans:
             self.feed.agent_speech(turn, heard=text)
 
@@ -373,6 +387,8 @@ class CallSession:
 
     async def _goodbye(self, text: str, *, hand_on: bool, cut_in: bool) -> None:
         await self._cancel_turn()
+        for hold in ("barge_in", "speculative"):  # the last line is never held back
+            self.playout.release(hold)
         if cut_in and self.playout.speaking():
             await self.playout.kill()
         playout_s = GOODBYE_PLAYOUT_S if cut_in else UNAVAILABLE_PLAYOUT_S
@@ -381,14 +397,20 @@ class CallSession:
     def _log_summary(self) -> None:
         latencies = self.record.turn_latencies_ms
         duration = self._clock() - self._started
+        decider, guard = self.listening.turns.decider, self.listening.turns.guard
         ws_log.info(
             "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
-            "turn_first_audio_ms=%s%s",
+            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d%s",
             duration,
             self.record.turns,
             self.record.barge_ins,
             self.audio_bytes_in / (self._rate * 2),
             self.playout.audio_ms_sent / 1000,
             "[" + ",".join(f"{ms:.0f}" for ms in latencies) + "]",
+            decider.pauses,
+            decider.resumes,
+            guard.started,
+            guard.kept,
+            guard.discarded,
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )

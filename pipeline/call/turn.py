@@ -25,6 +25,16 @@ class Turn:
     completed: bool = False
     history_entry: Message | None = None
     deadline_scope: asyncio.Timeout | None = None  # armed until the first audio goes out
+    # A preemptive reply, started on an interim transcript: its audio is held back until
+    # the final confirms it (``kept`` set), or it is cancelled (``discarded``).
+    speculative: bool = False
+    kept: asyncio.Event = field(default_factory=asyncio.Event)
+    discarded: bool = False
 
     def reply_text(self) -> str:
         return " ".join(span.text for span in self.spans)
+
+    @property
+    def heard(self) -> bool:
+        """Some of its audio went to the line (queued audio that was dropped does not count)."""
+        return any(span.start for span in self.spans)
