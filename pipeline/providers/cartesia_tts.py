@@ -11,7 +11,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -93,11 +93,14 @@ class CartesiaTTS:
         """``GET /`` (the API's status, no synthesis) on ``connections`` pooled connections."""
         return await warm_together(connections, self._ping)
 
-    async def _ping(self) -> bool:
+    async def _ping(self, hold: Callable[[], Awaitable[None]]) -> bool:
         try:
-            response = await self._http.get(
-                self._root, headers=self._headers, timeout=self._timeout
+            request = self._http.stream(
+                "GET", self._root, headers=self._headers, timeout=self._timeout
             )
+            async with request as response:
+                await hold()  # keep this connection busy until every probe has one
+                await response.aread()  # a read body returns the connection to the pool
         except httpx.HTTPError as exc:
             log.warning("Warm-up request failed: %r", exc)
             return False

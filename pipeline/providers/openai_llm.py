@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,9 +126,12 @@ class OpenAILLM:
         """``GET /models/{model}`` (a small, free request) on ``connections`` connections."""
         return await warm_together(connections, self._ping)
 
-    async def _ping(self) -> bool:
+    async def _ping(self, hold: Callable[[], Awaitable[None]]) -> bool:
         try:
-            await self._client.get(f"/models/{self.model}", cast_to=_Chunk)
+            retrieve = self._client.with_streaming_response.models.retrieve
+            async with retrieve(self.model) as response:
+                await hold()  # keep this connection busy until every probe has one
+                await response.read()  # a read body returns the connection to the pool
         except openai.APIStatusError as exc:
             return exc.status_code < 500  # answered: the connection is open
         except openai.OpenAIError as exc:

@@ -10,6 +10,7 @@ even an error status: what is warmed is the connection, not the endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 
@@ -26,9 +27,46 @@ class Warmable(Protocol):
         """Open (or re-use) ``connections`` keep-alive connections; how many answered."""
 
 
-async def warm_together(connections: int, probe: Callable[[], Awaitable[bool]]) -> int:
-    """Run ``connections`` probes at once (so each holds its own connection)."""
-    results = await asyncio.gather(*(probe() for _ in range(connections)))
+HOLD_LIMIT_S = 2.0  # a probe holds its connection at most this long for the others
+
+
+async def warm_together(
+    connections: int, probe: Callable[[Callable[[], Awaitable[None]]], Awaitable[bool]]
+) -> int:
+    """Run ``connections`` probes at once, each holding its own connection.
+
+    A probe calls ``hold()`` once its answer's headers are in and before it lets the
+    connection go; ``hold`` returns when every probe has either got there or finished.
+    Without it a fast answer frees its connection before the next probe starts, and
+    the pool re-uses one connection for all of them.
+    """
+    waiting = 0
+    everyone = asyncio.Event()
+
+    def arrive() -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting >= connections:
+            everyone.set()
+
+    async def one() -> bool:
+        held = False
+
+        async def hold() -> None:
+            nonlocal held
+            held = True
+            arrive()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HOLD_LIMIT_S):
+                    await everyone.wait()
+
+        try:
+            return await probe(hold)
+        finally:
+            if not held:
+                arrive()  # failed before its answer: nobody waits for it
+
+    results = await asyncio.gather(*(one() for _ in range(connections)))
     return sum(results)
 
 
