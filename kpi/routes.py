@@ -74,6 +74,16 @@ def admin_refusal(authorization: str | None, token: SecretStr | None) -> tuple[i
     return None
 
 
+def check_admin(token: SecretStr | None, request: Request) -> None:
+    """The routes' guard (also the call records'): an HTTP error unless the request
+    carries ADMIN_API_TOKEN."""
+    refusal = admin_refusal(request.headers.get("authorization"), token)
+    if refusal is not None:
+        code, detail = refusal
+        headers = {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
+        raise HTTPException(code, detail, headers=headers)
+
+
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Bad input is 422 with each error's place and reason, never the input echoed back:
     it may be large, and it may not even be JSON (a body of ``Infinity`` parses to a float
@@ -95,15 +105,7 @@ def build_router(get_service: Callable[[], KpiService]) -> APIRouter:
     Service = Annotated[KpiService, Depends(get_service)]
 
     def require_admin(request: Request, service: Service) -> None:
-        refusal = admin_refusal(
-            request.headers.get("authorization"), service.settings.admin_api_token
-        )
-        if refusal is not None:
-            code, detail = refusal
-            headers = (
-                {"WWW-Authenticate": "Bearer"} if code == status.HTTP_401_UNAUTHORIZED else None
-            )
-            raise HTTPException(code, detail, headers=headers)
+        check_admin(service.settings.admin_api_token, request)
 
     router = APIRouter(
         prefix="/api",

@@ -51,6 +51,11 @@ class KpiService:
         self._clock = clock
         self._events: deque[RecentEvent] = deque(maxlen=settings.events_buffer)
         self._task: asyncio.Task[None] | None = None
+        self._match_listeners: list[Callable[[CallRecord], None]] = []
+
+    def add_match_listener(self, listener: Callable[[CallRecord], None]) -> None:
+        """Told each time a CDR or HANGUP is newly attached to a call (call records)."""
+        self._match_listeners.append(listener)
 
     # --- state -------------------------------------------------------------------------
 
@@ -139,6 +144,8 @@ class KpiService:
                 call_id = record.call_id
                 if attach(record, event):
                     _log_match(record, event)
+                    for listener in self._match_listeners:
+                        listener(record)
         recent = RecentEvent(
             kind=event_kind(event),
             name=event.name,

@@ -56,6 +56,8 @@ class AgentSpeech:
     heard: str
     at_ms: float = 0.0
     kind: Literal["agent_speech"] = "agent_speech"
+    first_audio_ms: float | None = None  # when its first audio went out
+    greeting: bool = False  # the greeting (its first_audio_ms is the greeting latency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,9 @@ class ProviderIssue:
     retried: bool
     at_ms: float = 0.0
     kind: Literal["provider_issue"] = "provider_issue"
+    # timeout, rate_limited, server_error, client_error, connection, not_configured,
+    # reconnect (a dropped stream re-established), error: low-cardinality, for metrics.
+    category: str = "error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,14 @@ import collections
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 import httpx
 import uvicorn
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
@@ -33,17 +33,21 @@ from starlette.types import Scope
 
 from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
-from kpi.routes import admin_refusal, build_router, validation_error
+from kpi.routes import admin_refusal, build_router, check_admin, validation_error
 from kpi.service import KpiService
 from pipeline.agent import AgentConfig
+from pipeline.agent_file import AgentFile
 from pipeline.language import call_languages
 from pipeline.providers.base import ProviderError
 from pipeline.providers.warm import keep_warm
 from pipeline.speech_cache import warm_lines
 from pipeline.turntaking.config import TurnTakingConfig
+from records.api import build_router as build_records_router
+from server import local_stack
 from server.admission import uvicorn_noise_filter
 from server.api_docs import install_docs
 from server.body_limit import BodyLimit
+from server.call_summary import build_summary_router
 from server.exposure import (
     StartupGuard,
     is_local_request,
@@ -53,6 +57,8 @@ from server.exposure import (
     uvicorn_option_problems,
 )
 from server.limits import IpLimitConfig, IpLimits, PendingPool
+from server.metrics import CONTENT_TYPE_LATEST
+from server.operations import Operations, Readiness, start_operations
 from server.playground import install_playground
 from server.providers import build_providers, choose, providers_for_language
 from server.security import UrlRedactingFilter, parse_networks
@@ -71,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings.server.log_level, settings.secrets())
     _tame_uvicorn_logs()
+    local_stack.register()  # the keyless mode's builders, where the local extra is installed
+    choices = choose(settings)
+    agent_file = local_stack.load_agent(settings, choices)  # AgentFileError: file and line
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=httpx.Timeout(10.0, connect=3.0),
         )
         base_agent = AgentConfig.from_settings(settings.agent)
-        choices = choose(settings)
+        if agent_file is not None:
+            base_agent = agent_file.apply(base_agent)
         base = build_providers(settings, http, choices)
         setups = {
             code: CallSetup(
@@ -111,13 +121,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kpi = KpiService(settings.knowlarity, state.registry, http=http)
         app.state.kpi = kpi
         await kpi.start()
-        _announce_providers(state)
-        tts = state.providers.tts
-        if tts is not None:
+        readiness = app.state.readiness = Readiness(state)
+        ops = app.state.ops = await start_operations(settings, state, kpi, readiness)
+        _announce_providers(state, agent_file)
+        if state.providers.tts is not None or local_stack.needs_warming(state.providers):
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
-        state.spawn(_watch_loop_lag(state.loop_lag_ms), name="loop-lag")
+        lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
+        state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         if settings.server.warm_connections:
             warm = keep_warm(
                 (state.providers.llm, state.providers.tts),
@@ -143,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await kpi.aclose()
             await state.aclose()
+            await ops.aclose()  # after the calls: their last records are flushed here
 
     app = FastAPI(
         title="Knowlarity voice agent",
@@ -184,6 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
             "stages": {stage: choice.provider for stage, choice in state.choices.items()},
             "missing": state.missing(),
+            "reasons": {stage: choice.reason for stage, choice in state.choices.items()},
+            "agent_file": None if agent_file is None else str(agent_file.path),
+            "local": local_stack.stats(state.providers),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -196,15 +212,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def ready(request: Request) -> JSONResponse:
         """For load balancers and Kubernetes: 503 while warming, draining or at MAX_CALLS."""
         state: AppState = request.app.state.voice
+        readiness: Readiness = request.app.state.readiness
         calls = state.lifecycle.calls.connections
-        if state.lifecycle.draining:
-            status = "draining"
-        elif not (state.greeting_warmed.is_set() and state.connections_warmed.is_set()):
-            status = "warming"  # the first calls would pay a TTS round trip for the greeting
-        elif calls >= settings.stream.max_calls:
-            status = "full"
-        else:
-            status = "ready"
+        status = readiness.status()
         body: dict[str, Any] = {"status": status}
         if trusted(request):
             body.update(
@@ -221,6 +231,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_router(get_kpi))
     app.add_exception_handler(RequestValidationError, validation_error)
+
+    def admin_only(request: Request) -> None:
+        check_admin(admin_token, request)
+
+    def get_store() -> Any:
+        ops: Operations = app.state.ops
+        return ops.store
+
+    app.include_router(
+        build_records_router(get_store, admin_only, mask_numbers=settings.records.mask_numbers)
+    )
+    metrics_token = settings.telemetry.metrics_token
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition (all workers' sums in multi-process mode), for local
+        requests, ``Bearer METRICS_TOKEN`` or the admin token: it tells how busy the line is."""
+        ops: Operations = request.app.state.ops
+        allowed = trusted(request) or (
+            metrics_token is not None
+            and admin_refusal(request.headers.get("authorization"), metrics_token) is None
+        )
+        if ops.metrics is None or not allowed:
+            raise HTTPException(404, "Not Found")  # nothing to tell a scanner
+        readiness: Readiness = request.app.state.readiness
+        ops.metrics.sample_process(ready=readiness())
+        body = await asyncio.to_thread(ops.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(build_summary_router())
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:
@@ -296,7 +336,7 @@ def _tame_uvicorn_logs() -> None:
         error_log.addFilter(uvicorn_noise_filter)
 
 
-def _announce_providers(state: AppState) -> None:
+def _announce_providers(state: AppState, agent_file: AgentFile | None) -> None:
     """One line per stage: what runs it and why (never a key)."""
     for choice in state.choices.values():
         if choice.provider is None:
@@ -309,6 +349,14 @@ def _announce_providers(state: AppState) -> None:
             "Starting without %s: calls will %s",
             "/".join(state.providers.missing()),
             spoken,
+        )
+    if agent_file is not None:
+        log.info(
+            "Agent file %s: %s, %d FAQ entries, transfers %s",
+            agent_file.path,
+            agent_file.name,
+            len(agent_file.faq),
+            f"to {agent_file.transfer_number}" if agent_file.transfer_number else "off",
         )
 
 
@@ -326,13 +374,22 @@ def _announce_stream_security(settings: Settings) -> None:
 
 
 async def _warm(state: AppState) -> None:
-    """Cache the fixed lines: the greeting at the default rate first, since calls wait on it."""
-    tts = state.providers.tts
-    assert tts is not None
+    """Load the local models, then cache the fixed lines (the greeting first: calls wait on it)."""
     started = time.monotonic()
+    if local_stack.needs_warming(state.providers):
+        try:
+            await local_stack.warm(state.providers)
+        except Exception:  # a broken install: say so; calls then fail loudly, not silently
+            log.exception("Warming the local models failed")
+    tts = state.providers.tts
+    if tts is None:
+        state.greeting_warmed.set()
+        return
     cache = state.providers.cache
+    # A server that cannot run a call greets nobody: its first words are the apology.
+    first = state.agent.unavailable_line if state.missing() else state.agent.greeting
     try:
-        await cache.warm(tts, state.agent.greeting, state.settings.stream.sample_rate)
+        await cache.warm(tts, first, state.settings.stream.sample_rate)
     except ProviderError as exc:
         log.error("Could not cache the greeting (%s); calls will synthesise it live", exc)
     finally:
@@ -371,12 +428,17 @@ def get_app() -> FastAPI:
 LAG_PERIOD_S = 0.1
 
 
-async def _watch_loop_lag(samples: collections.deque[float]) -> None:
+async def _watch_loop_lag(
+    samples: collections.deque[float], observe: Callable[[float], None] | None = None
+) -> None:
     """How late the event loop wakes a 100 ms sleep: the delay every callback sees."""
     while True:
         started = time.monotonic()
         await asyncio.sleep(LAG_PERIOD_S)
-        samples.append((time.monotonic() - started - LAG_PERIOD_S) * 1000)
+        lag_ms = (time.monotonic() - started - LAG_PERIOD_S) * 1000
+        samples.append(lag_ms)
+        if observe is not None:
+            observe(lag_ms)
 
 
 def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:

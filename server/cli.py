@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -39,10 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_extensions(sub: SubParsers) -> None:
     """Sub-commands owned by other packages: each adds its parsers with ``register(sub)``."""
     from kpi.cli import register as register_kpi
+    from records.cli import register as register_records
     from streamnode.cli import register as register_call
 
     register_call(sub)
     register_kpi(sub)
+    register_records(sub)
 
 
 # --- serve -------------------------------------------------------------------------
@@ -87,6 +90,16 @@ def _serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from pipeline.agent_file import AgentFileError
+    from server import local_stack
+    from server.providers import choose
+
+    local_stack.register()
+    try:  # a broken agent file stops here with its line number, not in a traceback
+        local_stack.load_agent(settings, choose(settings))
+    except AgentFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "host": host,
         "port": settings.server.port if args.port is None else args.port,
@@ -109,11 +122,29 @@ def _serve(args: argparse.Namespace) -> int:
         from server.workers import serve_workers
 
         setup_logging(settings.server.log_level, settings.secrets())
+        _share_metrics(workers)  # inherited by the workers: /metrics sums them all
         limit, drain_s = settings.stream.max_calls, settings.server.drain_seconds
         return serve_workers(workers, options, max_calls=limit, drain_s=drain_s)
     # SIGTERM drains the calls first (server.lifecycle hooks uvicorn's signal handler).
     uvicorn.run("server:app", reload=args.reload, **options)
     return 0
+
+
+def _share_metrics(workers: int, environ: MutableMapping[str, str] | None = None) -> None:
+    """Several workers on one port: each writes its metrics to PROMETHEUS_MULTIPROC_DIR and
+    any of them answers /metrics with the sum. Set before a worker imports prometheus-client;
+    last run's files are removed, as the master starts before any worker."""
+    if workers <= 1:
+        return
+    import os
+    import tempfile
+
+    env = os.environ if environ is None else environ
+    directory = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="voice-metrics-")
+    for stale in Path(directory).glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

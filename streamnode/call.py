@@ -26,6 +26,7 @@ from streamnode.client import (
     StreamNodeClient,
     default_metadata,
 )
+from streamnode.lookup import fetch_health, fetch_summary, hung_up_early, unavailable_hint
 
 # --- analysis ----------------------------------------------------------------------
 
@@ -124,6 +125,8 @@ class CallReport:
     saved_audio: Path | None = None
     max_send_lag_ms: float = 0.0  # > a few ms means the simulator itself was overloaded
     events: list[ReceivedEvent] = field(default_factory=list, repr=False)
+    heard: list[str] | None = None  # the caller's words as the server heard them, if it says
+    hint: str | None = None  # why the server hung up without answering, if it did
 
     @property
     def ok(self) -> bool:
@@ -194,7 +197,9 @@ async def run_call(
         await node.send_metadata(meta)
         sent = await node.stream_pcm(pcm, rate, frame_ms, realtime)
         await node.stream_silence(seconds_of_silence_after, rate, realtime, frame_ms)
-        if not realtime:
+        if realtime:
+            await _listen_to_the_end(node, rate, frame_ms)
+        else:
             await node.wait_finished(seconds_of_silence_after)
         if node.counts["disconnect"]:
             # The server may hang up right after disconnect: let it, so the report says who.
@@ -204,7 +209,7 @@ async def run_call(
     # Time-compressed runs have no meaningful gaps, so every playAudio may be a reply.
     gap = continuation_gap_s if realtime else 0.0
     ends = [frame_sent_at(end, sent, frame_ms) for _, end in segments]
-    return _report(
+    report = _report(
         node,
         url,
         meta,
@@ -212,6 +217,35 @@ async def run_call(
         reply_latencies(node.events, ends, continuation_gap_s=gap),
         save_audio,
     )
+    await _ask_the_server(report)
+    return report
+
+
+LISTEN_LIMIT_S = 30.0  # longest the caller stays on after the WAV while the bot still talks
+
+
+async def _listen_to_the_end(
+    node: StreamNodeClient, rate: int, frame_ms: int, limit_s: float = LISTEN_LIMIT_S
+) -> None:
+    """Stay on the line (sending silence, as the node does) while the bot is still talking,
+    so a reply or an apology is heard out and a hang-up after it is seen."""
+    waited = 0.0
+    while node.is_playing and not node.finished and waited < limit_s:
+        await node.stream_silence(0.5, rate, True, frame_ms)
+        waited += 0.5
+    if node.counts["playAudio"] and not node.finished:
+        await node.stream_silence(0.5, rate, True, frame_ms)  # a disconnect follows playback
+
+
+async def _ask_the_server(report: CallReport) -> None:
+    """What the server heard (its summary route), and why it hung up early (its /health)."""
+    if report.call_id is not None:
+        summary = await fetch_summary(report.url, report.call_id)
+        heard = None if summary is None else summary.get("heard")
+        if isinstance(heard, list):
+            report.heard = [str(text) for text in heard]
+    if hung_up_early(report.counts, report.reply_latencies_ms, report.heard):
+        report.hint = unavailable_hint(await fetch_health(report.url))
 
 
 def _report(

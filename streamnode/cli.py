@@ -50,7 +50,12 @@ def _add_call(sub: SubParsers) -> None:
         "--sample-rate", type=int, help="node sampling rate (default: the WAV's, else 16000)"
     )
     p.add_argument(
-        "--silence-after", type=float, default=3.0, metavar="S", help="seconds (default 3)"
+        "--silence-after",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds of silence after the WAV (default 5); the call then stays on while the "
+        "bot is still talking",
     )
     p.add_argument("--save-audio", type=Path, metavar="OUT.wav", help="write the bot's audio")
     p.add_argument("--no-realtime", action="store_true", help="send audio as fast as possible")
@@ -146,6 +151,11 @@ def format_report(report: CallReport) -> str:
         zip(report.speech_segments, report.reply_latencies_ms, strict=True), 1
     ):
         lines.append(f"reply {i} (speech {begin:.2f}-{end:.2f} s): {_ms(latency)}")
+    if report.heard is None:
+        lines.append("heard by the server: (not available)")
+    else:
+        said = " | ".join(f'"{text}"' for text in report.heard) or "(nothing)"
+        lines.append(f"heard by the server: {said}")
     lines.append("events: " + " ".join(f"{k}={n}" for k, n in report.counts.items()))
     saved = f" (saved to {report.saved_audio})" if report.saved_audio else ""
     lines.append(f"bot audio: {report.bot_audio_ms:.0f} ms{saved}")
@@ -154,6 +164,8 @@ def format_report(report: CallReport) -> str:
     who = "server" if report.closed_by_server else "simulator"
     lines.append(f"closed: code {report.close_code} by {who}")
     lines.extend(f"problem: {p}" for p in report.problems)
+    if report.hint:
+        lines.append(f"hint: {report.hint}")
     lines.append("result: OK" if report.ok else "result: FAILED")
     return "\n".join(lines)
 

@@ -73,6 +73,9 @@ SESSION_TASKS = {
     "deepgram-send",
     "deepgram-recv",
     "deepgram-stall-watch",
+    "stt-finals",
+    "stt-interim",
+    "stt-guess",
 }
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,13 +23,17 @@ from config.settings import Settings
 from server.application import create_app
 from server.state import AppState
 from testkit import DEFAULT_KEYS, AppServer, FakeProviders
+from tests.postgres import Postgres, running_postgres
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Call records of in-process apps: one SQLite file for the run, never the work tree's data/.
+_RECORDS_DIR = tempfile.TemporaryDirectory(prefix="voice-records-")
 
 
 def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
     """Settings from an env-style dict, ignoring any .env file and the real environment."""
     values: dict[str, Any] = {key.lower(): value for key, value in env.items()}
+    values.setdefault("data_dir", _RECORDS_DIR.name)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 
@@ -52,6 +57,13 @@ class VoiceServer:
     def state(self) -> AppState:
         state: AppState = self.app.state.voice
         return state
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One real PostgreSQL server for the run (each test makes its own database)."""
+    with running_postgres(free_port()) as server:
+        yield server
 
 
 @pytest.fixture

@@ -212,7 +212,7 @@ async def test_wrong_key_is_refused_at_the_handshake(fake: FakeCartesia) -> None
     with pytest.raises(ProviderError) as caught:
         [p async for p in tts.synthesize("Hello.", 16000)]
     assert caught.value.status == 401 and not caught.value.retryable
-    assert await tts.warm(1) == 0
+    assert await tts.warm_connections(1) == 0
 
 
 async def test_a_dropped_socket_fails_its_contexts_and_the_next_one_reconnects(
@@ -221,7 +221,7 @@ async def test_a_dropped_socket_fails_its_contexts_and_the_next_one_reconnects(
     fake.realtime_factor = 1.0
     tts = client(fake)
     try:
-        assert await tts.warm(2) == 2
+        assert await tts.warm_connections(2) == 2
 
         async def interrupted() -> None:
             async with tts.context(16000) as ctx:
@@ -276,7 +276,7 @@ async def test_fake_takes_the_documented_query_credentials(fake: FakeCartesia) -
 async def test_a_reply_without_text_ends_without_a_word_to_cartesia(fake: FakeCartesia) -> None:
     tts = client(fake)
     try:
-        assert await tts.warm(1) == 1
+        assert await tts.warm_connections(1) == 1
         async with tts.context(16000) as ctx:  # e.g. a reply that is only a tool call
             await ctx.end()
             assert [p async for p in ctx.audio()] == []

@@ -15,7 +15,10 @@ from tests.conftest import StartServer, make_settings
 
 
 async def test_health_reports_providers_without_keys(start_server: StartServer) -> None:
-    server = await start_server(deepgram_api_key="", cartesia_voice_id="")
+    # Pinned to the cloud providers: with auto, the local models would fill these stages.
+    server = await start_server(
+        deepgram_api_key="", cartesia_voice_id="", stt_provider="deepgram", tts_provider="cartesia"
+    )
     async with httpx.AsyncClient(base_url=server.http_url) as client:
         response = await client.get("/health")
     assert response.status_code == 200
@@ -45,7 +48,9 @@ async def test_cached_greeting_costs_no_tts_round_trip(
 async def test_call_without_keys_is_logged_and_handed_back(
     start_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = await start_server(deepgram_api_key="", openai_api_key="")
+    server = await start_server(
+        deepgram_api_key="", openai_api_key="", stt_provider="deepgram", llm_provider="openai"
+    )
     caplog.set_level(logging.INFO)
     async with StreamNodeClient(sample_rate=16000) as node:
         await node.connect(server.url)

@@ -35,7 +35,7 @@ async def test_warm_tts_connections_are_reused_by_the_first_sentence(
 ) -> None:
     async with httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=30)) as http:
         tts = _tts(fakes, http)
-        assert await tts.warm(2) == 2
+        assert await tts.warm_connections(2) == 2
         assert (fakes.cartesia.status_requests, fakes.cartesia.connections_opened) == (2, 2)
         audio = b"".join([pcm async for pcm in tts.synthesize("Hello there.", 16000)])
         assert audio
@@ -47,7 +47,7 @@ async def test_warm_tts_connections_are_reused_by_the_first_sentence(
 async def test_warm_llm_connections_are_reused_by_the_first_turn(fakes: FakeProviders) -> None:
     llm = _llm(fakes)
     try:
-        assert await llm.warm(2) == 2
+        assert await llm.warm_connections(2) == 2
         assert (fakes.openai.model_requests, fakes.openai.connections_opened) == (2, 2)
         events = [event async for event in llm.stream([{"role": "user", "content": "hi"}], [])]
         assert events

@@ -22,7 +22,7 @@ from pipeline.events import (
     ProviderIssue,
     TurnTimings,
 )
-from pipeline.providers.base import ProviderError, STTEvent, STTEventKind
+from pipeline.providers.base import ProviderError, STTEvent, STTEventKind, error_category
 
 Outcome = Literal["answered", "interrupted", "failed", "unheard"]
 
@@ -90,7 +90,7 @@ class CallFeed:
             )
         )
 
-    def agent_speech(self, turn: Turn, heard: str) -> None:
+    def agent_speech(self, turn: Turn, heard: str, *, greeting: bool = False) -> None:
         self._events.publish(
             AgentSpeech(
                 call_id=self.call_id,
@@ -98,6 +98,8 @@ class CallFeed:
                 text=turn.reply_text(),
                 heard=heard,
                 at_ms=self.at_ms(),
+                first_audio_ms=self._rel(turn.first_audio_at),
+                greeting=greeting,
             )
         )
 
@@ -116,6 +118,20 @@ class CallFeed:
                 message=exc.message,
                 retried=retried,
                 at_ms=self.at_ms(),
+                category=error_category(exc),
+            )
+        )
+
+    def stream_reconnected(self, provider: str) -> None:
+        """The STT stream dropped and was re-established within the call."""
+        self._events.publish(
+            ProviderIssue(
+                call_id=self.call_id,
+                provider=provider,
+                message="stream dropped and re-established",
+                retried=True,
+                at_ms=self.at_ms(),
+                category="reconnect",
             )
         )
 

@@ -42,7 +42,7 @@ from pipeline.events import CallEvents, EndReason, NullEvents
 from pipeline.history import History
 from pipeline.line import LinePort
 from pipeline.playout import Playout, heard_text
-from pipeline.providers.base import ProviderError, STTEvent
+from pipeline.providers.base import ProviderError, STTEvent, STTEventKind
 from pipeline.turntaking.config import TurnTakingConfig
 from pipeline.turntaking.listener import Command
 
@@ -213,6 +213,8 @@ class CallSession:
             commands = self._sync_bot(now)
             if isinstance(item, STTEvent):
                 self.feed.caller_speech(item)
+                if item.kind is STTEventKind.RECONNECTED:
+                    self.feed.stream_reconnected(self._providers.names().get("stt", "stt"))
                 commands += self.listening.hear(item, now)
             elif isinstance(item, bool):
                 commands += self.listening.vad(item, now)
@@ -292,7 +294,7 @@ class CallSession:
         except ProviderError as exc:
             log.error("Greeting failed: %s", exc)
         finally:
-            self._settle(turn)
+            self._settle(turn, greeting=True)
         if turn.first_audio_at is not None:
             ws_log.info(
                 "Greeting sent | first_audio_ms=%.0f", (turn.first_audio_at - turn.started) * 1000
@@ -351,14 +353,14 @@ class CallSession:
             log.error("Fallback line failed (%s); ending the call", exc)
             self._begin_end("the fallback line could not be spoken", transfer=True, kind="error")
 
-    def _settle(self, turn: Turn) -> None:
+    def _settle(self, turn: Turn, *, greeting: bool = False) -> None:
         """Write the reply to the history as heard so far (revised again on barge-in)."""
         text = turn.reply_text() if turn.completed else heard_text(turn.spans, self._clock())
         if text:
             turn.history_entry = self.history.add("assistant", text)
             self.listening.last_line = text
         if turn.spans:
-            self.feed.agent_speech(turn, heard=text)
+            self.feed.agent_speech(turn, heard=text, greeting=greeting)
 
     # -- end ------------------------------------------------------------------------------
 

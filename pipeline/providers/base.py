@@ -179,6 +179,18 @@ class ProviderTimeout(ProviderError):
         self.limit_s = limit_s
 
 
+def error_category(exc: ProviderError) -> str:
+    """A fault's class in a few fixed words (metrics labels, call records)."""
+    if isinstance(exc, ProviderTimeout):
+        return "timeout"
+    status = exc.status
+    if status is None:
+        return "connection"
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status >= 500 else "client_error"
+
+
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 
 

@@ -89,7 +89,7 @@ class CartesiaTTS:
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         """``GET /`` (the API's status, no synthesis) on ``connections`` pooled connections."""
         return await warm_together(connections, self._ping)
 

@@ -300,7 +300,7 @@ class CartesiaWebSocketTTS:
         )
         return _Socket(conn)
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         """Open the first socket (or re-open it); it serves many contexts at once."""
         try:
             await self._socket()

@@ -63,10 +63,10 @@ class FailoverLLM:
         async for event in _closing(self.fallback.stream(messages, tools)):
             yield event
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         """Both endpoints' connections; the count is the primary's."""
         counts = [
-            await model.warm(connections)
+            await model.warm_connections(connections)
             for model in (self.primary, self.fallback)
             if isinstance(model, Warmable)
         ]

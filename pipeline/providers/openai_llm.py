@@ -122,7 +122,7 @@ class OpenAILLM:
             http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
         )
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         """``GET /models/{model}`` (a small, free request) on ``connections`` connections."""
         return await warm_together(connections, self._ping)
 

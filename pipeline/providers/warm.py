@@ -23,7 +23,7 @@ log = get_logger("SERVER")
 class Warmable(Protocol):
     name: str
 
-    async def warm(self, connections: int) -> int:
+    async def warm_connections(self, connections: int) -> int:
         """Open (or re-use) ``connections`` keep-alive connections; how many answered."""
 
 
@@ -73,7 +73,7 @@ async def warm_together(
 async def warm_providers(providers: Iterable[object], connections: int) -> dict[str, int]:
     """Warm every provider that can be warmed; {name: connections that answered}."""
     targets = [p for p in providers if isinstance(p, Warmable)]
-    counts = await asyncio.gather(*(p.warm(connections) for p in targets))
+    counts = await asyncio.gather(*(p.warm_connections(connections) for p in targets))
     return {p.name: n for p, n in zip(targets, counts, strict=True)}
 
 

@@ -1,0 +1,298 @@
+"""Keyless speech to text: silero VAD decides the turns, Moonshine transcribes them.
+
+Moonshine transcribes whole utterances, so the VAD (:mod:`audio.vad`) runs on every
+caller frame as it arrives and decides where an utterance starts and ends:
+
+- onset (``VAD_START_MS`` of speech) -> ``SPEECH_STARTED``;
+- once ``LOCAL_STT_INTERIM_MS`` of the utterance has been heard, one early transcription
+  of the audio so far -> ``INTERIM`` with its words (only when a worker is idle: it is
+  what lets the caller barge in over the bot before they stop talking);
+- end (``VAD_END_MS`` of silence) -> the utterance (with a short pre-roll before the
+  onset and a short tail) is transcribed off the event loop in the shared worker pool
+  -> ``FINAL`` with ``speech_final=True``. The transcription starts speculatively after
+  the first ``SPECULATE_MS`` of that silence when a worker is idle, so it overlaps the
+  rest of the endpointing wait; if the caller speaks again before the end, the guess is
+  dropped.
+
+Finals come out in utterance order (one transcriber task per call, a short bounded line
+of utterances). Per-call state is a VAD instance from the pool and a few seconds of PCM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from audio.speech_segmenter import SegmenterSettings, SpeechEvent, SpeechEventKind
+from audio.vad import SileroVadModel, VoiceActivityDetector
+from config.logs import get_logger
+from pipeline.aio import cancel_and_wait
+from pipeline.inference_pool import InferencePool
+from pipeline.providers.base import STTEvent, STTEventKind
+from pipeline.providers.moonshine_model import MoonshineModel
+from pipeline.providers.moonshine_worker import MoonshineWorker
+
+log = get_logger("MOONSHINE")
+
+PREROLL_MS = 200  # audio kept before the VAD onset: the first phoneme starts softly
+TAIL_MS = 150  # audio kept after the speech end
+MAX_PENDING_UTTERANCES = 4  # a caller this far ahead of the transcriber loses the oldest
+MAX_EVENTS = 256
+SPECULATE_MS = 240  # quiet this long: start transcribing, in case it is the end (commas: less)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSTTSettings:
+    segmenter: SegmenterSettings = field(default_factory=SegmenterSettings)
+    interim_ms: int = 600  # 0: no early transcription (barge-in then waits for the final)
+
+
+@dataclass(slots=True)
+class _Utterance:
+    number: int
+    pcm: bytes
+    ended_at: float  # monotonic time the VAD confirmed the end
+    guess: asyncio.Task[str | None] | None = None  # its transcription, started before the end
+
+
+@dataclass(slots=True)
+class _Guess:
+    number: int  # the utterance
+    end: int  # stream byte offset the audio was cut at
+    task: asyncio.Task[str | None]  # None: no worker was free, nothing was guessed
+
+
+class LocalSTT:
+    """``SpeechToText`` on the local models; ``name`` is what /health and logs show."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        model: MoonshineModel | MoonshineWorker,
+        vad: SileroVadModel,
+        pool: InferencePool,
+        settings: LocalSTTSettings | None = None,
+    ) -> None:
+        self._model = model
+        self._vad = vad
+        self._pool = pool
+        self._settings = settings or LocalSTTSettings()
+        self.audio_s = 0.0  # speech transcribed so far (finals), for the real-time factor
+
+    @asynccontextmanager
+    async def stream(self, sample_rate: int) -> AsyncIterator[LocalSTTStream]:
+        rate = VoiceActivityDetector.vad_rate(sample_rate)
+        engine = self._vad.try_acquire(rate)
+        if engine is None:  # more calls than ever before: build one more, off the loop
+            engine = await asyncio.to_thread(self._vad.build, rate)
+        detector = VoiceActivityDetector(self._vad, engine, sample_rate, self._settings.segmenter)
+        stream = LocalSTTStream(self, detector, sample_rate, self._settings)
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
+
+    async def warm(self) -> None:
+        """Load and warm Moonshine, and build VAD instances, off the loop (once per process)."""
+        if not self._model.loaded:
+            await asyncio.to_thread(self._model.warm)
+        for rate in (8000, 16000):
+            if self._vad.idle(rate) == 0:
+                await asyncio.to_thread(self._vad.warm, 2, (rate,))
+
+    def stats(self) -> dict[str, float | int]:
+        return {**self._pool.stats(), "audio_s": round(self.audio_s, 3), "vads": self._vad.built}
+
+    async def aclose(self) -> None:
+        self._pool.close()
+
+    async def transcribe(self, pcm: bytes, sample_rate: int, what: str) -> str:
+        return await self._pool.run(what, lambda: self._model.transcribe_pcm(pcm, sample_rate))
+
+    async def transcribe_if_idle(self, pcm: bytes, sample_rate: int) -> str | None:
+        return await self._pool.run_if_idle(lambda: self._model.transcribe_pcm(pcm, sample_rate))
+
+
+class LocalSTTStream:
+    def __init__(
+        self,
+        stt: LocalSTT,
+        detector: VoiceActivityDetector,
+        sample_rate: int,
+        settings: LocalSTTSettings,
+    ) -> None:
+        self._stt = stt
+        self._detector = detector
+        self._rate = sample_rate
+        self._bytes_per_ms = sample_rate * 2 / 1000
+        self._interim_ms = settings.interim_ms
+        keep_ms = settings.segmenter.start_ms + PREROLL_MS + 100
+        self._idle_keep = int(keep_ms * self._bytes_per_ms) & ~1
+        self._audio = bytearray()  # recent caller PCM at the call's rate
+        self._audio_start = 0  # stream byte offset of _audio[0]
+        self._received = 0  # stream bytes received
+        self._utterance_start: int | None = None  # stream byte offset, while speaking
+        self._utterances = 0
+        self._interim_for: int | None = None  # utterance number an interim was started for
+        self._events: asyncio.Queue[STTEvent | None] = asyncio.Queue(MAX_EVENTS)
+        self._pending: asyncio.Queue[_Utterance] = asyncio.Queue(MAX_PENDING_UTTERANCES)
+        self._transcriber = asyncio.create_task(self._transcribe_finals(), name="stt-finals")
+        self._interim: asyncio.Task[None] | None = None
+        self._guess: _Guess | None = None
+        self._speculate_ms = min(SPECULATE_MS, settings.segmenter.end_ms / 2)
+        self._closed = False
+
+    # -- STTStream ------------------------------------------------------------------------
+
+    def send_audio(self, pcm: bytes) -> None:
+        if self._closed or not pcm:
+            return
+        self._audio += pcm
+        self._received += len(pcm)
+        for event in self._detector.push(pcm):
+            self._on_vad(event)
+        if self._utterance_start is None:
+            excess = len(self._audio) - self._idle_keep
+            if excess > 0:
+                excess &= ~1
+                del self._audio[:excess]
+                self._audio_start += excess
+        else:
+            self._speculate()
+            talking = self._detector.segmenter.silence_ms == 0  # a pause may be the end
+            if self._interim_ms > 0 and talking and self._interim_for != self._utterances:
+                heard_ms = (self._received - self._utterance_start) / self._bytes_per_ms
+                if heard_ms >= self._interim_ms + PREROLL_MS:
+                    self._start_interim()
+
+    async def events(self) -> AsyncIterator[STTEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    # -- VAD ------------------------------------------------------------------------------
+
+    def _offset(self, at_ms: float) -> int:
+        return int(at_ms * self._bytes_per_ms) & ~1
+
+    def _slice(self, start: int, end: int) -> bytes:
+        begin = max(0, start - self._audio_start)
+        return bytes(self._audio[begin : max(begin, end - self._audio_start)])
+
+    def _on_vad(self, event: SpeechEvent) -> None:
+        if event.kind is SpeechEventKind.START:
+            self._utterances += 1
+            self._utterance_start = max(0, self._offset(event.at_ms - PREROLL_MS))
+            self._emit(STTEvent(STTEventKind.SPEECH_STARTED))
+            return
+        start = self._utterance_start if self._utterance_start is not None else self._audio_start
+        end = min(self._received, self._offset(event.at_ms + (0 if event.cut else TAIL_MS)))
+        utterance = _Utterance(self._utterances, self._slice(start, end), time.monotonic())
+        guess, self._guess = self._guess, None
+        if guess is not None and guess.number == utterance.number and guess.end == end:
+            utterance.guess = guess.task  # the caller did stop there: the work is under way
+        elif guess is not None:
+            guess.task.cancel()
+        self._utterance_start = None
+        if self._pending.full():
+            dropped = self._pending.get_nowait()
+            if dropped.guess is not None:
+                dropped.guess.cancel()
+            log.warning("Transcription is behind; dropped utterance %d", dropped.number)
+        self._pending.put_nowait(utterance)
+
+    def _speculate(self) -> None:
+        """Start the final transcription early once the caller has paused a little."""
+        segmenter = self._detector.segmenter
+        quiet_from = segmenter.silence_started_ms
+        guess = self._guess
+        if quiet_from is None:
+            if guess is not None:  # they spoke again: that was not the end
+                guess.task.cancel()
+                self._guess = None
+            return
+        if segmenter.silence_ms < self._speculate_ms:
+            return
+        end = self._offset(quiet_from + TAIL_MS)
+        if end > self._received or (guess is not None and guess.end == end):
+            return
+        if guess is not None:
+            guess.task.cancel()
+        assert self._utterance_start is not None
+        pcm = self._slice(self._utterance_start, end)
+        # Only on an idle worker: under load a wrong guess would delay everyone's finals.
+        task = asyncio.create_task(self._stt.transcribe_if_idle(pcm, self._rate), name="stt-guess")
+        self._guess = _Guess(self._utterances, end, task)
+
+    def _start_interim(self) -> None:
+        self._interim_for = self._utterances
+        if self._interim is not None and not self._interim.done():
+            return  # the previous one is still running: skip this one
+        assert self._utterance_start is not None
+        pcm = self._slice(self._utterance_start, self._received)
+        self._interim = asyncio.create_task(
+            self._run_interim(self._utterances, pcm), name="stt-interim"
+        )
+
+    async def _run_interim(self, number: int, pcm: bytes) -> None:
+        text = await self._stt.transcribe_if_idle(pcm, self._rate)
+        # Only while that utterance is still being spoken: after its end the final counts.
+        if text and number == self._utterances and self._utterance_start is not None:
+            log.info('Interim | text="%s"', text)
+            self._emit(STTEvent(STTEventKind.INTERIM, text))
+
+    async def _transcribe_finals(self) -> None:
+        while True:
+            utterance = await self._pending.get()
+            seconds = len(utterance.pcm) / (self._bytes_per_ms * 1000)
+            started = time.monotonic()
+            what = f"utterance {utterance.number}"
+            try:
+                guessed = None if utterance.guess is None else await utterance.guess
+                if guessed is None:
+                    utterance.guess = None  # (for the log line below)
+                    text = await self._stt.transcribe(utterance.pcm, self._rate, what)
+                else:
+                    text = guessed
+            except Exception:  # a native failure: lose this utterance, not the call
+                log.exception("Transcribing %s failed", what)
+                continue
+            done = time.monotonic()
+            self._stt.audio_s += seconds
+            log.info(
+                'Final | audio_s=%.2f %s_ms=%.0f end_to_text_ms=%.0f text="%s"',
+                seconds,
+                "speculated_wait" if utterance.guess is not None else "stt",
+                (done - started) * 1000,
+                (done - utterance.ended_at) * 1000,
+                text,
+            )
+            self._emit(STTEvent(STTEventKind.FINAL, text, speech_final=True))
+
+    def _emit(self, event: STTEvent) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:  # nobody reads events: the call is ending anyway
+            log.warning("Dropping a %s event: nobody is reading", event.kind.value)
+
+    # -- end --------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        guess = None if self._guess is None else self._guess.task
+        for task in (self._transcriber, self._interim, guess):
+            if task is not None:
+                await cancel_and_wait(task)
+        while not self._pending.empty():
+            left = self._pending.get_nowait()
+            if left.guess is not None:
+                await cancel_and_wait(left.guess)
+        self._detector.close()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(None)
