@@ -3,11 +3,13 @@
 The session is vendor-free and line-free: it sees the three provider interfaces
 (:mod:`pipeline.providers.base`) and a :class:`~pipeline.line.LinePort`, and publishes
 what happens into a :class:`~pipeline.events.CallEvents` sink. Its jobs live apart:
-listening and barge-in in :mod:`pipeline.call.listening`, one reply in
-:mod:`pipeline.call.reply`, the goodbye and hand-off in :mod:`pipeline.call.ending`,
-and the call's one state in :mod:`pipeline.call.state`. This module owns the tasks: a
-reply (the *turn* task), the listener, the time watchdog and the goodbye; every one is
-cancelled and awaited when the caller hangs up.
+listening and barge-in decisions in :mod:`pipeline.call.listening` (pure, on
+:mod:`pipeline.turntaking`), carried out by :mod:`pipeline.call.commands`; one reply in
+:mod:`pipeline.call.reply`, paced to the line by :mod:`pipeline.playout`; the goodbye
+and hand-off in :mod:`pipeline.call.ending`; the call's one state in
+:mod:`pipeline.call.state`. This module owns the tasks: a reply (the *turn* task), the
+STT reader and the listener (:mod:`pipeline.call.inbox`), the time watchdog and the
+goodbye; every one (and the playout's sender) is cancelled and awaited at the hang-up.
 
 Time comes from ``clock`` (default ``time.monotonic``); sleeps and deadlines use the
 event loop's clock, so a test on a virtual-time loop passes ``loop.time``.
