@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from audio.vad import SileroVadModel
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import cancel_and_wait
@@ -33,7 +34,7 @@ from pipeline.call.ending import (
     Ending,
 )
 from pipeline.call.feed import CallFeed, Outcome
-from pipeline.call.inbox import Inbox
+from pipeline.call.inbox import CallerVoice, Inbox
 from pipeline.call.listening import BotState, Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
@@ -64,6 +65,7 @@ class CallSession:
         language: str = "",
         clock: Callable[[], float] = time.monotonic,
         turn_taking: TurnTakingConfig | None = None,
+        vad: SileroVadModel | None = None,
     ) -> None:
         self.record = record
         self._config = config
@@ -83,6 +85,8 @@ class CallSession:
             start_s=taking.playout_start_ms / 1000,
         )
         self._inbox = Inbox(clock)
+        self._vad_model = vad
+        self.voice = CallerVoice(self._inbox, self._rate, taking.vad)
         self.playout.on_start = self._inbox.nudge  # the bot starts speaking: listening looks
         self.history = History(config.system_prompt, config.max_history_messages)
         self.listening = Listening(taking, started=self._started)
@@ -167,6 +171,8 @@ class CallSession:
         stt = self._providers.stt
         assert stt is not None
         self._start_turn(self._speak_greeting())
+        if self._vad_model is not None:
+            await self.voice.open(self._vad_model)
         async with stt.stream(self._rate) as stream:
             reader = asyncio.create_task(self._inbox.read_stt(stream), name="stt-events")
             listener = asyncio.create_task(self._listen(), name="listen")
@@ -175,7 +181,9 @@ class CallSession:
                 async for pcm in self._line.audio():
                     self.audio_bytes_in += len(pcm)
                     stream.send_audio(pcm)
+                    self.voice.hear(pcm)
             finally:
+                self.voice.close()
                 self.status.to(CallState.HUNG_UP)
                 for task in (watchdog, listener, reader, self._end_task):
                     await self._cancel(task)
@@ -404,7 +412,8 @@ class CallSession:
         decider, guard = self.listening.turns.decider, self.listening.turns.guard
         ws_log.info(
             "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
-            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d%s",
+            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d "
+            "vad_ms=%.0f%s",
             duration,
             self.record.turns,
             self.record.barge_ins,
@@ -416,5 +425,6 @@ class CallSession:
             guard.started,
             guard.kept,
             guard.discarded,
+            self.voice.busy_s * 1000,
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )
