@@ -402,8 +402,10 @@ class TurnTakingSettings(_Group):
         150, ge=0, le=5000, validation_alias=_env("PREEMPTIVE_QUIET_MS")
     )
     local_vad: Literal["auto", "on", "off"] = Field("auto", validation_alias=_env("LOCAL_VAD"))
-    vad_start_ms: int = Field(96, ge=32, le=2000, validation_alias=_env("VAD_START_MS"))
-    vad_end_ms: int = Field(256, ge=32, le=5000, validation_alias=_env("VAD_END_MS"))
+    # The barge-in VAD's own segmenter: quicker to call speech than the keyless STT's
+    # (VAD_START_MS / VAD_END_MS), whose threshold (VAD_THRESHOLD) it shares.
+    vad_start_ms: int = Field(96, ge=32, le=2000, validation_alias=_env("BARGE_IN_VAD_START_MS"))
+    vad_end_ms: int = Field(256, ge=32, le=5000, validation_alias=_env("BARGE_IN_VAD_END_MS"))
 
     @field_validator("local_vad", mode="before")
     @classmethod

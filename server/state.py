@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from audio.vad import SileroVadModel
 from config.settings import Settings
 from pipeline.agent import AgentConfig
 from pipeline.call.providers import Providers
@@ -56,6 +57,7 @@ class AppState:
 
     setups: dict[str, CallSetup] = field(default_factory=dict)  # by language code
     turn_taking: TurnTakingConfig = field(default_factory=TurnTakingConfig)
+    vad: SileroVadModel | None = None  # the local VAD for barge-in (LOCAL_VAD), if any
 
     def setup_for(self, lang: str | None) -> CallSetup:
         """The call's language (``?lang=``), else the default; one setup if none are set."""

@@ -141,6 +141,7 @@ async def _serve_call(websocket: WebSocket, state: AppState, pending: PendingStr
             events=state.events,
             language=setup.language.stt_language or state.settings.deepgram.language,
             turn_taking=state.turn_taking,
+            vad=state.vad,
         )
         try:
             with state.lifecycle.calls.session(call_id, session):

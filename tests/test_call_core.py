@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from audio.vad import SileroVadModel
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.call.providers import Providers
 from pipeline.call.session import CallSession
@@ -80,6 +81,7 @@ def call(
     script: list[Outcome],
     body: Callable[[Rig], Awaitable[None]],
     turn_taking: TurnTakingConfig | None = None,
+    vad: SileroVadModel | None = None,
     **config: Any,
 ) -> None:
     """Run ``body`` against a fresh call on a virtual-time loop."""
@@ -104,6 +106,7 @@ def call(
             events=Sink(),
             clock=loop.time,
             turn_taking=turn_taking,
+            vad=vad,
         )
         rig = Rig(session, stt, llm, tts, line, rig_events)
         rig.call = asyncio.create_task(session.run())

@@ -1,4 +1,5 @@
-"""The call's turn-taking inbox: everything listening must react to, in arrival order.
+"""The call's turn-taking inbox: everything listening must react to, in arrival order;
+and the local VAD that feeds it the caller's speech onsets and offsets.
 
 Speech-to-text events, the local VAD's onsets and offsets, and *nudges* (the reply's
 state may have changed: its audio started, its turn ended) go into one bounded queue
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
+from audio.speech_segmenter import SegmenterSettings, SpeechEventKind
+from audio.vad import SileroVadModel, VoiceActivityDetector
 from config.logs import get_logger
 from pipeline.providers.base import STTEvent, STTStream
 
@@ -52,3 +56,54 @@ class Inbox:
                 return await self._queue.get()
         except TimeoutError:
             return NUDGE
+
+
+class CallerVoice:
+    """The local VAD on one call's caller audio: onsets and offsets into the inbox.
+
+    Its model instance comes from the process's pool (:class:`audio.vad.SileroVadModel`):
+    an idle one at once, else one built off the event loop. Scoring runs on the loop
+    (~0.1 ms of native code per 32 ms window); ``busy_s`` adds up that time, so the call
+    summary can say what the VAD cost the call.
+    """
+
+    def __init__(self, inbox: Inbox, sample_rate: int, settings: SegmenterSettings) -> None:
+        self._inbox = inbox
+        self._rate = sample_rate
+        self._settings = settings
+        self._detector: VoiceActivityDetector | None = None
+        self._speaking = False
+        self.busy_s = 0.0
+
+    async def open(self, model: SileroVadModel) -> bool:
+        """Take a model instance for this call; False (logged) if none can be had."""
+        rate = VoiceActivityDetector.vad_rate(self._rate)
+        try:
+            engine = model.try_acquire(rate)
+            if engine is None:
+                engine = await asyncio.to_thread(model.acquire, rate)
+            self._detector = VoiceActivityDetector(model, engine, self._rate, self._settings)
+        except Exception:  # a broken install must not cost the call: words still barge in
+            log.exception("Local VAD unavailable for this call; barge-in waits for words")
+            return False
+        return True
+
+    def hear(self, pcm: bytes) -> None:
+        detector = self._detector
+        if detector is None:
+            return
+        started = time.perf_counter()
+        events = detector.push(pcm)
+        self.busy_s += time.perf_counter() - started
+        for event in events:
+            if event.cut:
+                continue  # a long utterance cut in two: the caller is still talking
+            speaking = event.kind is SpeechEventKind.START
+            if speaking != self._speaking:
+                self._speaking = speaking
+                self._inbox.voice_activity(speaking)
+
+    def close(self) -> None:
+        detector, self._detector = self._detector, None
+        if detector is not None:
+            detector.close()

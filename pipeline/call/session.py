@@ -3,11 +3,13 @@
 The session is vendor-free and line-free: it sees the three provider interfaces
 (:mod:`pipeline.providers.base`) and a :class:`~pipeline.line.LinePort`, and publishes
 what happens into a :class:`~pipeline.events.CallEvents` sink. Its jobs live apart:
-listening and barge-in in :mod:`pipeline.call.listening`, one reply in
-:mod:`pipeline.call.reply`, the goodbye and hand-off in :mod:`pipeline.call.ending`,
-and the call's one state in :mod:`pipeline.call.state`. This module owns the tasks: a
-reply (the *turn* task), the listener, the time watchdog and the goodbye; every one is
-cancelled and awaited when the caller hangs up.
+listening and barge-in decisions in :mod:`pipeline.call.listening` (pure, on
+:mod:`pipeline.turntaking`), carried out by :mod:`pipeline.call.commands`; one reply in
+:mod:`pipeline.call.reply`, paced to the line by :mod:`pipeline.playout`; the goodbye
+and hand-off in :mod:`pipeline.call.ending`; the call's one state in
+:mod:`pipeline.call.state`. This module owns the tasks: a reply (the *turn* task), the
+STT reader and the listener (:mod:`pipeline.call.inbox`), the time watchdog and the
+goodbye; every one (and the playout's sender) is cancelled and awaited at the hang-up.
 
 Time comes from ``clock`` (default ``time.monotonic``); sleeps and deadlines use the
 event loop's clock, so a test on a virtual-time loop passes ``loop.time``.
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from audio.vad import SileroVadModel
 from config.logs import get_logger
 from pipeline.agent import TRANSFER_TOOL, AgentConfig
 from pipeline.aio import cancel_and_wait
@@ -31,7 +34,7 @@ from pipeline.call.ending import (
     Ending,
 )
 from pipeline.call.feed import CallFeed, Outcome
-from pipeline.call.inbox import Inbox
+from pipeline.call.inbox import CallerVoice, Inbox
 from pipeline.call.listening import BotState, Listening
 from pipeline.call.providers import Providers
 from pipeline.call.reply import Replier, Speaker
@@ -62,6 +65,7 @@ class CallSession:
         language: str = "",
         clock: Callable[[], float] = time.monotonic,
         turn_taking: TurnTakingConfig | None = None,
+        vad: SileroVadModel | None = None,
     ) -> None:
         self.record = record
         self._config = config
@@ -81,6 +85,8 @@ class CallSession:
             start_s=taking.playout_start_ms / 1000,
         )
         self._inbox = Inbox(clock)
+        self._vad_model = vad
+        self.voice = CallerVoice(self._inbox, self._rate, taking.vad)
         self.playout.on_start = self._inbox.nudge  # the bot starts speaking: listening looks
         self.history = History(config.system_prompt, config.max_history_messages)
         self.listening = Listening(taking, started=self._started)
@@ -165,6 +171,8 @@ class CallSession:
         stt = self._providers.stt
         assert stt is not None
         self._start_turn(self._speak_greeting())
+        if self._vad_model is not None:
+            await self.voice.open(self._vad_model)
         async with stt.stream(self._rate) as stream:
             reader = asyncio.create_task(self._inbox.read_stt(stream), name="stt-events")
             listener = asyncio.create_task(self._listen(), name="listen")
@@ -173,7 +181,9 @@ class CallSession:
                 async for pcm in self._line.audio():
                     self.audio_bytes_in += len(pcm)
                     stream.send_audio(pcm)
+                    self.voice.hear(pcm)
             finally:
+                self.voice.close()
                 self.status.to(CallState.HUNG_UP)
                 for task in (watchdog, listener, reader, self._end_task):
                     await self._cancel(task)
@@ -402,7 +412,8 @@ class CallSession:
         decider, guard = self.listening.turns.decider, self.listening.turns.guard
         ws_log.info(
             "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
-            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d%s",
+            "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d "
+            "vad_ms=%.0f%s",
             duration,
             self.record.turns,
             self.record.barge_ins,
@@ -414,5 +425,6 @@ class CallSession:
             guard.started,
             guard.kept,
             guard.discarded,
+            self.voice.busy_s * 1000,
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from audio.speech_segmenter import SegmenterSettings
 from config.settings import TurnTakingSettings
 from pipeline.turntaking.barge_in import BargeInConfig
 from pipeline.turntaking.preemptive import PreemptiveConfig
@@ -21,6 +22,10 @@ class TurnTakingConfig:
     backchannel_hold_s: float = 4.0  # a held "okay" becomes a turn after this (0: never)
     playout_lead_ms: int = 400  # audio queued at the line at most
     playout_start_ms: int = 200  # the first frame to a dry line carries at least this
+    # The local VAD's timing for barge-in (quicker than the keyless STT's segmenter).
+    vad: SegmenterSettings = field(
+        default_factory=lambda: SegmenterSettings(start_ms=96, end_ms=256)
+    )
 
     def __post_init__(self) -> None:
         if not 100 <= self.playout_lead_ms <= 5000:
@@ -38,7 +43,11 @@ class TurnTakingConfig:
 
     @classmethod
     def from_settings(
-        cls, settings: TurnTakingSettings, *, min_content_words: int = 1
+        cls,
+        settings: TurnTakingSettings,
+        *,
+        min_content_words: int = 1,
+        vad_threshold: float = 0.5,
     ) -> TurnTakingConfig:
         return cls(
             barge_in=BargeInConfig(
@@ -56,6 +65,13 @@ class TurnTakingConfig:
             backchannel_hold_s=settings.backchannel_hold_s,
             playout_lead_ms=settings.playout_lead_ms,
             playout_start_ms=min(settings.playout_start_ms, settings.playout_lead_ms),
+            vad=SegmenterSettings(
+                threshold=vad_threshold,
+                hysteresis=min(0.15, vad_threshold / 2),
+                start_ms=settings.vad_start_ms,
+                end_ms=settings.vad_end_ms,
+                max_utterance_ms=max(60_000, settings.vad_start_ms),
+            ),
         )
 
     def classifier(self) -> BackchannelClassifier:
