@@ -48,7 +48,6 @@ from server import local_stack
 from server.admission import uvicorn_noise_filter
 from server.api_docs import install_docs
 from server.body_limit import BodyLimit
-from server.call_summary import build_summary_router
 from server.exposure import (
     StartupGuard,
     is_local_request,
@@ -266,8 +265,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ops.metrics.sample_process(ready=readiness())
         body = await asyncio.to_thread(ops.metrics.render)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
-
-    app.include_router(build_summary_router())
 
     @app.websocket("/voice")
     async def voice(websocket: WebSocket) -> None:

@@ -26,7 +26,7 @@ from streamnode.client import (
     StreamNodeClient,
     default_metadata,
 )
-from streamnode.lookup import fetch_health, fetch_summary, hung_up_early, unavailable_hint
+from streamnode.lookup import fetch_health, fetch_heard, hung_up_early, unavailable_hint
 
 # --- analysis ----------------------------------------------------------------------
 
@@ -238,12 +238,9 @@ async def _listen_to_the_end(
 
 
 async def _ask_the_server(report: CallReport) -> None:
-    """What the server heard (its summary route), and why it hung up early (its /health)."""
+    """What the server heard (its call history), and why it hung up early (its /health)."""
     if report.call_id is not None:
-        summary = await fetch_summary(report.url, report.call_id)
-        heard = None if summary is None else summary.get("heard")
-        if isinstance(heard, list):
-            report.heard = [str(text) for text in heard]
+        report.heard = await fetch_heard(report.url, report.call_id)
     if hung_up_early(report.counts, report.reply_latencies_ms, report.heard):
         report.hint = unavailable_hint(await fetch_health(report.url))
 

@@ -1,16 +1,18 @@
 """The simulator's look at the server beside the call: what it heard, and why it hung up.
 
 The Stream Node protocol carries no transcript and no reason, so after a call ``voice-agent
-call`` asks the same server over HTTP: ``/calls/{id}/summary`` for the caller's words as
-the server heard them, and ``/health`` when the server hung up right after the greeting
-(the usual cause: a stage with neither a key nor the local models).
+call`` asks the same server over HTTP: ``GET /calls/{id}`` (the playground's call history:
+the call's events, guarded like ``/voice``, so the stream token from the URL goes along as
+a Bearer token) for the caller's words as the server heard them, and ``/health`` when the
+server hung up right after the greeting (the usual cause: a stage with neither a key nor
+the local models).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
@@ -43,8 +45,38 @@ async def fetch_json(
     return body if isinstance(body, dict) else None
 
 
-async def fetch_summary(ws_url: str, call_id: str) -> dict[str, Any] | None:
-    return await fetch_json(f"{http_base(ws_url)}/calls/{call_id}/summary")
+def stream_token(ws_url: str) -> str | None:
+    """The stream token a ``/voice/<token>`` or ``/voice?token=`` URL carries, if any."""
+    parts = urlsplit(ws_url)
+    tail = parts.path[parts.path.rfind("/voice") + len("/voice") :].strip("/")
+    if tail:
+        return tail
+    tokens = parse_qs(parts.query).get("token")
+    return tokens[0] if tokens else None
+
+
+async def fetch_heard(ws_url: str, call_id: str) -> list[str] | None:
+    """Each utterance the server answered, as its STT heard it (None: it would not say)."""
+    token = stream_token(ws_url)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    call = await fetch_json(f"{http_base(ws_url)}/calls/{call_id}", headers)
+    events = None if call is None else call.get("events")
+    if not isinstance(events, list):
+        return None
+    return heard_in(events)
+
+
+def heard_in(events: Sequence[Any]) -> list[str]:
+    """The caller's words of each turn (``turn_timings`` events; unheard turns were folded
+    into the next utterance, so they are left out)."""
+    return [
+        str(event["user_text"])
+        for event in events
+        if isinstance(event, dict)
+        and event.get("kind") == "turn_timings"
+        and event.get("user_text")
+        and event.get("outcome") != "unheard"
+    ]
 
 
 async def fetch_health(ws_url: str) -> dict[str, Any] | None:

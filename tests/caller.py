@@ -51,12 +51,22 @@ async def live_call(
             yield node, line
 
 
+QUIET_SETTLE_S = 0.5
+
+
 async def wait_until_quiet(node: StreamNodeClient, timeout: float = 15.0) -> None:  # noqa: ASYNC109
     """Wait until everything the bot sent has played at the (simulated) Stream Node."""
     async with asyncio.timeout(timeout):
-        # The playback clock is a computed deadline, not an event: sleep until it passes.
-        while node.is_playing:  # noqa: ASYNC110
-            await asyncio.sleep(max(0.02, node.playing_until - time.monotonic()))
+        while True:
+            # The playback clock is a computed deadline, not an event: sleep until it passes.
+            while node.is_playing:  # noqa: ASYNC110
+                await asyncio.sleep(max(0.02, node.playing_until - time.monotonic()))
+            # Just-in-time playout sends a reply only a lead ahead of the ear, so on a loaded
+            # box the queue can run dry for a moment mid-reply: quiet means nothing new comes.
+            seen = len(node.events)
+            await asyncio.sleep(QUIET_SETTLE_S)
+            if not node.is_playing and len(node.events) == seen:
+                return
 
 
 SESSION_TASKS = {

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from streamnode.lookup import LOCAL_INSTALL, http_base, hung_up_early, unavailable_hint
+from streamnode.lookup import (
+    LOCAL_INSTALL,
+    heard_in,
+    http_base,
+    hung_up_early,
+    stream_token,
+    unavailable_hint,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +51,25 @@ def test_the_hint_names_the_stage_and_the_fix() -> None:
     assert LOCAL_INSTALL in hint and "LLM" not in hint
     assert LOCAL_INSTALL in unavailable_hint(None)
     assert "every stage configured" in unavailable_hint({"stages": {}})
+
+
+@pytest.mark.parametrize(
+    ("ws_url", "token"),
+    [
+        ("ws://h/voice", None),
+        ("wss://h/voice/s3cret", "s3cret"),
+        ("wss://h/voice?token=abc&sample_rate=8000", "abc"),
+    ],
+)
+def test_the_stream_token_goes_along(ws_url: str, token: str | None) -> None:
+    assert stream_token(ws_url) == token
+
+
+def test_heard_is_each_answered_turn() -> None:
+    events = [
+        {"kind": "call_started"},
+        {"kind": "turn_timings", "user_text": "what are", "outcome": "unheard"},
+        {"kind": "turn_timings", "user_text": "what are your opening hours", "outcome": "answered"},
+        {"kind": "turn_timings", "user_text": None, "outcome": "answered"},  # a fixed line
+    ]
+    assert heard_in(events) == ["what are your opening hours"]

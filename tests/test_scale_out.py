@@ -154,7 +154,8 @@ async def scrape(servers: list[Server]) -> list[str]:
 
 
 async def active_calls(server: Server) -> int:
-    async with httpx.AsyncClient(timeout=2) as http:
+    # A probe, not a measurement: a loaded 2-core box answered /health in over 2 s once.
+    async with httpx.AsyncClient(timeout=10) as http:
         body = (await http.get(f"{server.url}/health")).json()
         calls: int = body["active_calls"]
         return calls
