@@ -24,8 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from audio.chunker import PcmChunker, chunk_bytes
+from config.logs import get_logger
 from pipeline.line import LinePort
 from pipeline.turntaking.pacer import JitPacer
+
+log = get_logger("SESSION")
+
+MAX_EXTRA_LEAD_S = 0.6  # the most a late sender widens the lead (a pause then hears more)
+EXTRA_LEAD_DECAY = 0.99  # per frame sent on time: ~7 s back to the base lead at 100 ms
 
 
 @dataclass(slots=True)
@@ -75,6 +81,7 @@ class _Audio:
     pcm: bytes
     span: SpokenSpan | None
     seconds: float
+    queued_at: float
 
 
 @dataclass(slots=True)
@@ -116,6 +123,8 @@ class Playout:
         self._room.set()
         self._sender: asyncio.Task[None] | None = None
         self.on_start: Callable[[], None] | None = None  # called when audio starts after silence
+        self._released_at = 0.0  # the last hold released (a dry line after it is no fault)
+        self.late_events = 0  # times the line ran dry with audio waiting here
         self.chunks_sent = 0
         self.audio_ms_sent = 0.0
 
@@ -157,7 +166,7 @@ class Playout:
         starting = not self.speaking()
         if self._queued_bytes == 0:
             self._head_since = self._clock()
-        self._queue.append(_Audio(pcm, span, seconds))
+        self._queue.append(_Audio(pcm, span, seconds, self._clock()))
         self._queued_bytes += len(pcm)
         if span is not None:
             span.audio_s += seconds
@@ -180,6 +189,8 @@ class Playout:
         self._holds.add(reason)
 
     def release(self, reason: str) -> None:
+        if reason in self._holds:
+            self._released_at = self._clock()
         self._holds.discard(reason)
         self._changed.set()
 
@@ -297,6 +308,7 @@ class Playout:
     async def _send(self, frame: list[_Audio]) -> None:
         pcm = b"".join(item.pcm for item in frame)
         now = self._clock()
+        self._widen_if_late(frame[0], now)
         start, _ = self._pacer.sent(now, len(pcm) / self._bytes_per_s)
         for item in frame:
             self._queue.popleft()
@@ -312,3 +324,25 @@ class Playout:
         await self._line.play(pcm)
         self.chunks_sent += 1
         self.audio_ms_sent += len(pcm) / self._bytes_per_s * 1000
+
+    @property
+    def extra_lead_s(self) -> float:
+        """Lead added after the sender ran late (0 on a healthy loop)."""
+        return self._pacer.extra_s
+
+    def _widen_if_late(self, head: _Audio, now: float) -> None:
+        """The line ran dry while this audio waited here (not for a hold): the sender woke
+        late, so keep more queued at the line for a while; the extra decays on time."""
+        pacer = self._pacer
+        dry = now - pacer.playing_until
+        waited = head.queued_at < pacer.playing_until and self._released_at < pacer.playing_until
+        if dry > 0 and pacer.playing_until > 0 and waited:
+            self.late_events += 1
+            pacer.extra_s = min(MAX_EXTRA_LEAD_S, max(pacer.extra_s, 2 * dry + 0.1))
+            log.warning(
+                "Playout ran %.0f ms late; lead raised to %.0f ms",
+                dry * 1000,
+                (pacer.lead_s + pacer.extra_s) * 1000,
+            )
+        else:
+            pacer.extra_s *= EXTRA_LEAD_DECAY

@@ -163,6 +163,49 @@ def test_a_full_buffer_holds_the_producer_back() -> None:
     paced(body, lead_s=0.4, start_s=0.0, max_buffer_s=1.0)
 
 
+def test_a_late_sender_widens_the_lead_and_it_decays_on_time() -> None:
+    skew = [0.0]  # the sender's clock jumps: its loop was busy elsewhere
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        line = MemoryLine(8000, 100, clock=loop.time)
+        playout = Playout(line, clock=lambda: loop.time() + skew[0], lead_s=0.4, start_s=0.0)
+        for _ in range(30):
+            await playout.send_pcm(CHUNK)
+            if playout.buffered_s >= 1.0:
+                break
+        await asyncio.sleep(0.25)
+        assert playout.late_events == 0
+        skew[0] = 0.6  # woke 600 ms late: the line ran dry with audio waiting here
+        await asyncio.sleep(0.15)
+        assert playout.late_events == 1
+        widened = playout.extra_lead_s
+        assert 0.3 < widened <= 0.6
+        await playout.wait_played(limit_s=10.0)
+        for _ in range(30):  # the next reply, sent on time
+            await playout.send_pcm(CHUNK)
+        await playout.wait_played(limit_s=10.0)
+        assert playout.late_events == 1  # once widened, on-time sends never run dry
+        assert playout.extra_lead_s < widened  # and the extra decays
+        await playout.aclose()
+
+    run_virtual(main())
+
+
+def test_a_hold_released_late_is_not_a_late_sender() -> None:
+    async def body(playout: Playout, line: MemoryLine) -> None:
+        for _ in range(10):
+            await playout.send_pcm(CHUNK)
+        await asyncio.sleep(0.05)
+        playout.hold("barge_in")
+        await asyncio.sleep(1.0)  # the line ran dry on purpose
+        playout.release("barge_in")
+        await playout.wait_played(limit_s=5.0)
+        assert playout.late_events == 0
+
+    paced(body, lead_s=0.4, start_s=0.0)
+
+
 def test_history_revise_and_bound() -> None:
     history = History("system", max_messages=4)
     history.add("user", "hi")

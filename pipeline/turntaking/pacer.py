@@ -18,6 +18,9 @@ is long. So the first frame sent to a dry line carries at least ``start_s`` of a
 (:meth:`JitPacer.min_frame_s`); with ``start_s`` above the jitter, the next chunk is
 there before it ends. It costs the time TTS needs to make ``start_s`` instead of one chunk.
 
+A sender that wakes late (a loaded event loop) can still run the line dry: ``extra_s``
+lets its owner widen the lead while that is happening.
+
 Pure: every method takes ``now`` (seconds on the caller's monotonic clock).
 """
 
@@ -29,7 +32,7 @@ __all__ = ["JitPacer"]
 class JitPacer:
     """The playback clock of one call's line, and when the next chunk may be sent."""
 
-    __slots__ = ("_lead", "_playing_until", "_start", "paused")
+    __slots__ = ("_lead", "_playing_until", "_start", "extra_s", "paused")
 
     def __init__(self, lead_s: float, start_s: float = 0.0) -> None:
         if not 0 < lead_s <= 10.0:
@@ -38,6 +41,7 @@ class JitPacer:
             raise ValueError(f"start_s must be in [0, lead_s], got {start_s}")
         self._lead = lead_s
         self._start = start_s
+        self.extra_s = 0.0  # lead added while the sender runs late (a loaded event loop)
         self._playing_until = 0.0
         self.paused = False
 
@@ -67,7 +71,7 @@ class JitPacer:
             return None
         if self._playing_until <= now:
             return now
-        room = self._lead - duration_s
+        room = self._lead + self.extra_s - duration_s
         return max(now, self._playing_until - max(room, 0.0))
 
     def sent(self, now: float, duration_s: float) -> tuple[float, float]:
