@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from audio.vad_model import LINGER_S
 from audio.wav import read_wav_file
 from config.settings import Settings
 from server.application import create_app
@@ -303,7 +304,7 @@ def _caller_audio(seconds: float, rate: int, offset: int, noise_dbfs: float) -> 
 
 
 def vad_cpu(
-    counts: Sequence[int], seconds: float, *, gate: bool, noise_dbfs: float
+    counts: Sequence[int], seconds: float, *, gate: bool, noise_dbfs: float, linger_ms: float
 ) -> dict[str, Any]:
     """N calls in real time on one loop, each pushing its next 20 ms frame every 20 ms
     (phases spread over the frame, as real lines are), first without the VAD (the
@@ -311,12 +312,14 @@ def vad_cpu(
     out: dict[str, Any] = {}
     for n in counts:
         out[f"{n} calls, quiet gate {'on' if gate else 'off'}"] = asyncio.run(
-            _vad_cpu(n, seconds, gate=gate, noise_dbfs=noise_dbfs)
+            _vad_cpu(n, seconds, gate=gate, noise_dbfs=noise_dbfs, linger_s=linger_ms / 1000)
         )
     return out
 
 
-async def _vad_cpu(n: int, seconds: float, *, gate: bool, noise_dbfs: float) -> dict[str, Any]:
+async def _vad_cpu(
+    n: int, seconds: float, *, gate: bool, noise_dbfs: float, linger_s: float
+) -> dict[str, Any]:
     import psutil  # the bench extra
 
     from audio.vad import SileroVadModel, VoiceActivityDetector
@@ -327,7 +330,7 @@ async def _vad_cpu(n: int, seconds: float, *, gate: bool, noise_dbfs: float) -> 
     settings = TurnTakingConfig().vad
     audio = [_caller_audio(seconds, RATE, k, noise_dbfs) for k in range(n)]
     frame = RATE * 2 // 50
-    model = SileroVadModel()
+    model = SileroVadModel(linger_s=linger_s)
     rss0 = process.memory_info().rss
     await asyncio.to_thread(model.warm, (RATE,))
     rss_model = process.memory_info().rss
@@ -393,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu.add_argument("--calls", default="50,200")
     cpu.add_argument("--seconds", type=float, default=30.0, help="of audio per call")
     cpu.add_argument("--line-noise-dbfs", type=float, default=-65.0, help="hiss under it all")
+    cpu.add_argument("--linger-ms", type=float, default=LINGER_S * 1000, help="batch wait")
+    cpu.add_argument("--gate", choices=("both", "on", "off"), default="both")
     jit = sub.add_parser("jitter")
     jit.add_argument("--calls", type=int, default=10)
     jit.add_argument("--jitter-ms", type=float, default=150.0)
@@ -403,10 +408,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = asyncio.run(preemptive(args.trials, args.quiet_ms, args.stt_delay_ms))
     elif args.command == "vad-cpu":
         counts = [int(n) for n in args.calls.split(",")]
-        result = {
-            **vad_cpu(counts, args.seconds, gate=False, noise_dbfs=args.line_noise_dbfs),
-            **vad_cpu(counts, args.seconds, gate=True, noise_dbfs=args.line_noise_dbfs),
-        }
+        gates = {"both": (False, True), "on": (True,), "off": (False,)}[args.gate]
+        result = {}
+        for gate in gates:
+            result |= vad_cpu(
+                counts,
+                args.seconds,
+                gate=gate,
+                noise_dbfs=args.line_noise_dbfs,
+                linger_ms=args.linger_ms,
+            )
     else:
         result = asyncio.run(jitter(args.calls, args.jitter_ms))
     print(json.dumps(result, indent=1, ensure_ascii=False))

@@ -47,7 +47,7 @@ TAIL_MS = 150  # audio kept after the speech end
 MAX_PENDING_UTTERANCES = 4  # a caller this far ahead of the transcriber loses the oldest
 MAX_EVENTS = 256
 SPECULATE_MS = 240  # quiet this long: start transcribing, in case it is the end (commas: less)
-MAX_VAD_BEHIND_MS = 3000  # caller audio the VAD may have left to score
+MAX_VAD_BEHIND_MS = 10_000  # caller audio the VAD may have left to score (bounded buffer)
 VAD_CHUNK_MS = 320  # the VAD task scores at most this much audio per push
 
 
