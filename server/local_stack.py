@@ -4,8 +4,8 @@
 ``local`` extra) into :data:`server.providers.LOCAL_PROVIDERS`; ``choose`` then picks it
 where the settings ask for it. Model weights are per process (``MoonshineModel.shared()``,
 ``PiperVoiceModel.shared()``, ``SileroVadModel.shared()``), so a second app in the same
-process (the test suite starts many) loads nothing again; each provider owns its worker pool, which lives
-on its app's event loop and is closed by the provider's ``aclose()``.
+process (the test suite starts many) loads nothing again; each provider owns its worker
+pool, which lives on its app's event loop and is closed by the provider's ``aclose()``.
 """
 
 from __future__ import annotations
