@@ -318,7 +318,7 @@ class CartesiaSettings(_Group):
     idle_timeout_s: float = Field(2.0, gt=0, le=60)
     # "sse": an HTTP request per sentence; "websocket": one socket per process, one
     # context per reply, the reply's text pushed into it as the LLM writes it.
-    transport: Literal["sse", "websocket"] = "sse"
+    transport: Literal["sse", "websocket"] = "websocket"
 
     @field_validator("transport", mode="before")
     @classmethod

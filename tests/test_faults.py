@@ -40,6 +40,7 @@ from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import map_error
 from pipeline.retry import PhaseClock
 from pipeline.speech_cache import SpeechCache
+from server.providers import tts_status
 from streamnode.client import StreamNodeClient
 from testkit import ChatRequest, FakeOpenAI, FakeProviders, SpeechRequest, llm, tts
 from testkit.memory import MemoryLine, ScriptedLLM, ScriptedSTT, ToneTTS
@@ -101,7 +102,7 @@ def cached_ms(server: VoiceServer, text: str) -> float:
 
 
 def spoken(fakes: FakeProviders) -> list[str]:
-    return [r.transcript or "" for r in fakes.cartesia.requests]
+    return [r.text for r in fakes.cartesia.requests]
 
 
 async def assert_cleaned_up(server: VoiceServer, fakes: FakeProviders) -> None:
@@ -112,6 +113,8 @@ async def assert_cleaned_up(server: VoiceServer, fakes: FakeProviders) -> None:
         *fakes.cartesia.requests,
     ]
     await eventually(lambda: all(r.ended_at is not None for r in requests))
+    # Over the WebSocket the socket is the process's: every context of the call has ended.
+    await eventually(lambda: not any(socket.contexts for socket in fakes.cartesia.sockets))
     for request in requests:
         # A stream we gave up on must have been closed by us, not left to the server.
         assert request.status != 200 or request.completed or request.disconnected, request
@@ -334,7 +337,11 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
 
 # --- Cartesia ----------------------------------------------------------------------------
 
+# Over the WebSocket (the default) and over SSE, which stays selectable.
+TRANSPORTS = [pytest.param("websocket", id="ws"), pytest.param("sse", id="sse")]
 
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(
     "fault",
     [
@@ -343,51 +350,54 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
     ],
 )
 async def test_cartesia_fault_before_audio_is_retried(
-    fault: tts.Fault, fakes: FakeProviders, start_server: StartServer
+    fault: tts.Fault, transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([llm.Text(ANSWER), llm.Text(ANSWER)])
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     fakes.cartesia.faults.append(fault)
     async with live_call(server.url, "call-cartesia") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
-    report(f"cartesia {type(fault).__name__}", latency)
-    failed, retried = [r for r in fakes.cartesia.requests if r.transcript == ANSWER][:2]
+    report(f"cartesia {type(fault).__name__} ({transport})", latency)
+    failed, retried = [r for r in fakes.cartesia.requests if r.text == ANSWER][:2]
     assert failed.fault == fault and retried.completed
+    assert {r.transport for r in fakes.cartesia.requests} == {transport}
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_cartesia_stall_mid_stream_then_fallback_line(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.append(llm.Text(ANSWER))
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     # 171 ms of audio, then silence: one 100 ms chunk reaches the caller before the stall.
     fakes.cartesia.faults.append(tts.Stall(after_chunks=3))
     async with live_call(server.url, "call-tts-stall") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
-        (stalled,) = [r for r in fakes.cartesia.requests if r.transcript == ANSWER]
+        (stalled,) = [r for r in fakes.cartesia.requests if r.text == ANSWER]
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
         # A fragment of the reply, the idle-gap timeout, then the whole fallback line.
         await eventually(lambda: audio_ms_after(node, ended) > fallback_ms)
         await wait_until_quiet(node)
-    report("cartesia stall mid-stream", latency)
+    report(f"cartesia stall mid-stream ({transport})", latency)
     await fakes.cartesia.wait_until(lambda: stalled.ended_at)
-    assert stalled.disconnected  # the idle-gap timeout closed it
-    assert [r.transcript for r in fakes.cartesia.requests].count(ANSWER) == 1  # heard: no retry
+    assert stalled.disconnected  # the idle-gap timeout closed (or cancelled) it
+    assert spoken(fakes).count(ANSWER) == 1  # heard: no retry
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.extend([QUESTION, QUESTION])
     fakes.openai.replies.extend([llm.Text(ANSWER)] * 8)
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     fakes.cartesia.faults.extend([tts.HttpError(503)] * 50)
     async with live_call(server.url, "call-tts-down") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
@@ -396,27 +406,141 @@ async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
         assert audio_ms_after(node, ended) == pytest.approx(fallback_ms, abs=1)
         fakes.cartesia.faults.clear()  # the provider is back
         _, recovered = await ask(node, line, fixture_pcm("stop.wav"))
-        report("cartesia back after the outage", recovered)
+        report(f"cartesia back after the outage ({transport})", recovered)
         await wait_until_quiet(node)
-    report("cartesia outage (cached fallback)", latency)
+    report(f"cartesia outage, cached fallback ({transport})", latency)
     assert fakes.cartesia.requests[-1].completed
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_uncached_fallback_with_tts_down_ends_the_call_instead_of_silence(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     async with live_call(server.url, "call-no-cache") as (node, line):
         server.state.providers.cache.clear()  # e.g. the warm-up failed at start-up
         fakes.cartesia.faults.extend([tts.HttpError(500)] * 50)
         line.say(fixture_pcm("stop.wav"))
         ended = await line.said()
         gone = await node.wait_for("disconnect", timeout=10)
-    report("uncached fallback + TTS down (disconnect)", gone.t - ended)
+    report(f"uncached fallback + TTS down, disconnect ({transport})", gone.t - ended)
     assert audio_ms_after(node, ended) == 0
+    await assert_cleaned_up(server, fakes)
+
+
+# --- the Cartesia socket (the WebSocket transport) ------------------------------------------
+
+
+def two_questions(fakes: FakeProviders) -> None:
+    fakes.deepgram.utterances.extend([QUESTION, QUESTION])
+    fakes.openai.replies.extend([llm.Text(ANSWER)] * 2)
+
+
+async def answered_again(node: StreamNodeClient, line: CallerLine) -> None:
+    """The caller asks again and hears a reply; the call is up."""
+    asked_at, _ = await ask(node, line, fixture_pcm("stop.wav"))
+    await wait_until_quiet(node)
+    assert audio_ms_after(node, asked_at) > 0 and node.counts["disconnect"] == 0
+
+
+def sockets_open(server: VoiceServer) -> int:
+    status = tts_status(server.state.providers.tts)
+    assert status is not None and status["transport"] == "websocket"
+    open_now: int = status["open_sockets"]
+    return open_now
+
+
+@pytest.mark.parametrize(("status", "retried"), [(401, False), (503, True)])
+async def test_cartesia_socket_refused_caller_hears_the_apology_and_the_call_recovers(
+    status: int, retried: bool, fakes: FakeProviders, start_server: StartServer
+) -> None:
+    fakes.deepgram.utterances.extend([QUESTION, QUESTION])
+    fakes.openai.replies.extend([llm.Text(ANSWER)] * 8)
+    server = await start(fakes, start_server, warm_interval_s=300)  # no warm-up meanwhile
+    fakes.cartesia.refuse_status = status  # a revoked key (401) or an outage (503)
+    async with live_call(server.url, "call-tts-refused") as (node, line):
+        await fakes.cartesia.drop_sockets()  # and the socket has to be opened again
+        await fakes.cartesia.wait_until(lambda: fakes.cartesia.socket_refusals)
+        ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
+        await wait_until_quiet(node)
+        fallback_ms = cached_ms(server, server.state.agent.fallback_line)
+        assert audio_ms_after(node, ended) == pytest.approx(fallback_ms, abs=1)
+        refusals = len(fakes.cartesia.socket_refusals)
+        fakes.cartesia.refuse_status = None  # the key is fixed, the outage over
+        _, recovered = await ask(node, line, fixture_pcm("stop.wav"))
+        report(f"cartesia socket back after {status}", recovered)
+        await wait_until_quiet(node)
+    report(f"cartesia socket refused {status} (cached fallback)", latency)
+    if not retried:  # the reopening gave up at once, and the turn tried once
+        assert refusals == 2
+    assert set(fakes.cartesia.socket_refusals) == {status}
+    assert spoken(fakes)[-1] == ANSWER and fakes.cartesia.requests[-1].completed
+    assert node.counts["disconnect"] == 0
+    await assert_cleaned_up(server, fakes)
+
+
+async def test_cartesia_socket_closed_before_audio_the_turn_retries_on_a_new_socket(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    fakes.deepgram.utterances.append(QUESTION)
+    fakes.openai.replies.extend([llm.Text(ANSWER), llm.Text(ANSWER)])
+    server = await start(fakes, start_server)
+    fakes.cartesia.faults.append(tts.Stall(after_chunks=0))  # no audio until the drop
+    async with live_call(server.url, "call-tts-dropped") as (node, line):
+        line.say(fixture_pcm("stop.wav"))
+        ended = await line.said()
+        await fakes.cartesia.wait_until(lambda: ANSWER in spoken(fakes))
+        assert await fakes.cartesia.drop_sockets() == 1
+        play = await node.wait_for("playAudio", after=ended, timeout=10)
+        await wait_until_quiet(node)
+    report("cartesia socket closed before audio (retried)", play.t - ended)
+    dropped, retried = [r for r in fakes.cartesia.requests if r.text == ANSWER]
+    assert dropped.disconnected and retried.completed
+    assert dropped.context_id != retried.context_id
+    assert fakes.cartesia.sockets_opened == 2  # the reopening and the retry shared one
+    assert audio_ms_after(node, ended) < cached_ms(server, server.state.agent.fallback_line)
+    assert node.counts["disconnect"] == 0
+    await assert_cleaned_up(server, fakes)
+
+
+async def test_cartesia_socket_closed_mid_reply_fallback_then_the_next_turn_is_answered(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    two_questions(fakes)
+    server = await start(fakes, start_server)
+    fakes.cartesia.faults.append(tts.Stall(after_chunks=3))  # some audio, then none
+    async with live_call(server.url, "call-tts-cut") as (node, line):
+        ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
+        (cut,) = [r for r in fakes.cartesia.requests if r.text == ANSWER]
+        await fakes.cartesia.wait_until(lambda: cut.chunks_sent >= 3)
+        await fakes.cartesia.drop_sockets()
+        fallback_ms = cached_ms(server, server.state.agent.fallback_line)
+        await eventually(lambda: audio_ms_after(node, ended) > fallback_ms)
+        await wait_until_quiet(node)
+        await eventually(lambda: sockets_open(server) == 1)  # reopened with no turn asking
+        await answered_again(node, line)
+    report("cartesia socket closed mid-reply (fallback)", latency)
+    assert spoken(fakes).count(ANSWER) == 2  # heard: no retry; the next turn's answer
+    assert fakes.cartesia.requests[-1].completed and fakes.cartesia.sockets_opened == 2
+    await assert_cleaned_up(server, fakes)
+
+
+async def test_cartesia_socket_dropped_while_idle_is_reopened_before_the_next_turn(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    two_questions(fakes)
+    server = await start(fakes, start_server, warm_interval_s=300)  # the reopening, not it
+    async with live_call(server.url, "call-tts-idle") as (node, line):
+        await answered_again(node, line)
+        assert await fakes.cartesia.drop_sockets() == 1  # e.g. Cartesia's 5-minute idle close
+        await eventually(lambda: fakes.cartesia.sockets_opened == 2 and sockets_open(server))
+        await answered_again(node, line)
+    answers = [r for r in fakes.cartesia.requests if r.text == ANSWER]
+    assert len(answers) == 2 and all(r.completed for r in answers)  # no failed attempt
+    assert fakes.cartesia.sockets_opened == 2  # the turn opened none of its own
     await assert_cleaned_up(server, fakes)
 
 
