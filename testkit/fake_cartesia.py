@@ -152,6 +152,7 @@ class FakeCartesia(HttpFake[SpeechRequest]):
         self.refuse_status: int | None = None
         self.idle_close_s: float | None = None
         self.socket_refusals: list[int] = []  # statuses of refused handshakes
+        self.socket_closes: list[int] = []  # how each socket ended: its close code (either side)
         super().__init__(app, max_records=max_records, host=host, port=port, websockets=True)
 
     # --- settings shortcuts (settable between or during tests) ----------------------------

@@ -117,12 +117,14 @@ class TtsSocket:
                 try:
                     async with asyncio.timeout(self.fake.idle_close_s):
                         text = await ws.receive_text()
-                except WebSocketDisconnect:
+                except WebSocketDisconnect as exc:
+                    self.fake.socket_closes.append(exc.code)  # 1006: gone without a close
                     return
                 except TimeoutError:
                     if self.contexts:
                         continue  # still voicing: not idle
                     await ws.close(1000, "Idle timeout")
+                    self.fake.socket_closes.append(1000)
                     return
                 await self._on_message(text)
         finally:

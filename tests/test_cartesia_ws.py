@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from config.settings import CartesiaSettings
 from pipeline.providers.base import ContextTextToSpeech, ProviderError, ProviderTimeout
@@ -392,3 +393,33 @@ async def test_closing_during_the_reopen_backoff_leaves_no_task(fake: FakeCartes
     assert not names & {"cartesia-ws-reopen", "cartesia-ws-reader"}
     with pytest.raises(ProviderError, match="shutting down"):
         await slow.pool.acquire()
+
+
+async def test_fake_closes_an_idle_socket_but_not_one_that_is_voicing(fake: FakeCartesia) -> None:
+    fake.realtime_factor = 1.0  # the context voices for longer than the idle limit
+    fake.idle_close_s = 0.2
+    url = websocket_url(fake.base_url) + f"?api_key={KEY}&cartesia_version=2025-04-16"
+    async with connect(url) as ws:
+        request = {
+            "context_id": "c1",
+            "model_id": "sonic-3",
+            "transcript": "A line that takes a good while longer than the idle limit.",
+            "voice": {"mode": "id", "id": "v"},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000},
+            "language": "en",
+            "continue": False,
+        }
+        await ws.send(json.dumps(request))
+        kinds = [json.loads(message)["type"] async for message in ws]  # until it closes
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"chunk"}  # voiced in full first
+    assert (ws.close_code, ws.close_reason) == (1000, "Idle timeout")
+    assert fake.socket_closes == [1000]
+
+
+async def test_fake_refuses_handshakes_while_told_to(fake: FakeCartesia) -> None:
+    fake.refuse_status = 503
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(websocket_url(fake.base_url), additional_headers={"X-API-Key": KEY}):
+            pass
+    assert caught.value.response.status_code == 503
+    assert fake.socket_refusals == [503] and fake.sockets_opened == 0
