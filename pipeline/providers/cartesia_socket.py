@@ -33,6 +33,7 @@ log = get_logger("CARTESIA")
 
 _PROVIDER = "cartesia"
 CLOSED = "closed"  # internal message type: the socket went away
+_PING_S = 20.0
 _CLOSE_TIMEOUT_S = 1.0  # the closing handshake at shutdown: never hold the drain for long
 # Reopening a dropped socket: 0.2 s doubling to 10 s, jittered (every process of a fleet
 # lost its socket at once when Cartesia restarted), for as long as the process runs.
@@ -180,6 +181,8 @@ class CartesiaSocketPool:
                     additional_headers=self._headers,
                     open_timeout=None,
                     close_timeout=_CLOSE_TIMEOUT_S,
+                    ping_interval=_PING_S,  # a dead connection is noticed, and reopened
+                    ping_timeout=_PING_S,
                     max_size=2**22,
                     compression=None,
                 )
