@@ -225,6 +225,13 @@ class FakeCartesia(HttpFake[SpeechRequest]):
             await socket.ws.close(code, reason)
         return len(sockets)
 
+    async def send_raw(self, text: str) -> int:
+        """Send ``text`` as is on every open /tts/websocket connection (a garbled frame)."""
+        sockets = list(self.sockets)
+        for socket in sockets:
+            await socket.ws.send_text(text)
+        return len(sockets)
+
     def notify(self) -> None:
         self._changes.notify()
 

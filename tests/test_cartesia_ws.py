@@ -320,6 +320,22 @@ async def test_a_socket_dropped_while_idle_is_reopened_before_the_next_line(
     }
 
 
+async def test_a_frame_that_is_not_json_drops_the_socket_and_a_new_one_opens(
+    fake: FakeCartesia,
+) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm_connections(1) == 1
+        assert await fake.send_raw("<html>502 Bad Gateway</html>") == 1
+        await fake.wait_until(lambda: fake.socket_closes)
+        await fake.wait_until(lambda: fake.sockets_opened == 2)
+        assert [p async for p in tts.synthesize("Hello.", 16000)]
+    finally:
+        await tts.aclose()
+    assert fake.socket_closes[0] == 1007  # we closed the unreadable one ourselves
+    assert fake.sockets_opened == 2
+
+
 async def test_reopening_backs_off_while_refused_and_recovers(fake: FakeCartesia) -> None:
     tts = client(fake)
     try:

@@ -73,31 +73,31 @@ class CartesiaSocket:
             raise ProviderError(_PROVIDER, f"socket closed ({exc})", retryable=True) from exc
 
     async def _read(self) -> None:
-        reason = "closed by the server"
+        reason, fault = "closed by the server", False
         try:
             async for raw in self.conn:
                 message = json.loads(raw)
-                if not isinstance(message, dict):
-                    continue
-                queue = self.routes.get(message.get("context_id") or "")
-                if queue is None:
+                context_id = message.get("context_id") if isinstance(message, dict) else None
+                if not isinstance(context_id, str) or context_id not in self.routes:
                     continue  # a cancelled or finished context: its late messages are dropped
+                queue = self.routes[context_id]
                 try:
                     queue.put_nowait(message)
                 except asyncio.QueueFull:
-                    self.routes.pop(message["context_id"], None)
+                    self.routes.pop(context_id, None)
                     log.error("A context's audio is not being read; dropping the context")
         except ConnectionClosed as exc:
-            reason = f"closed ({exc})"
+            reason, fault = f"closed ({exc})", True
         except ValueError:
-            reason = "sent a message that is not JSON"
+            reason, fault = "sent a message that is not JSON", True
+            await self.conn.close(1007, "not JSON")  # a peer we cannot read: let it go
         finally:
             self.closed = True
             for queue in self.routes.values():
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait({"type": CLOSED, "reason": reason})
             if not self.closing:
-                log.warning("Socket %s", reason)
+                (log.warning if fault else log.info)("Socket %s", reason)
                 self._on_closed(self)
 
     async def aclose(self) -> None:
@@ -148,6 +148,12 @@ class CartesiaSocketPool:
         if best is not None and len(best.routes) < self.contexts_per_socket:
             return best
         return None
+
+    async def ensure_open(self) -> None:
+        """At least one socket open (the warm-up, the reopening): a busy pool grows
+        only when a context needs the room."""
+        if not self.open_sockets:
+            await self.acquire()
 
     async def acquire(self) -> CartesiaSocket:
         """The least busy open socket, or a new one when all are full (or none is open)."""
@@ -215,7 +221,7 @@ class CartesiaSocketPool:
         failures = 0
         while not self._closed:
             try:
-                await self.acquire()
+                await self.ensure_open()
                 log.info("Socket reopened")
                 return
             except ProviderError as exc:
@@ -224,7 +230,13 @@ class CartesiaSocketPool:
                 if not exc.retryable or delay is None:
                     log.error("Cannot reopen the socket (%s); the next turn tries again", exc)
                     return
-                log.warning("Cannot reopen the socket (%s); again in %.1f s", exc, delay)
+                if failures == 1 or failures % 10 == 0:  # an outage: a line now and then
+                    log.warning(
+                        "Cannot reopen the socket (%s; %d tries); again in %.1f s",
+                        exc,
+                        failures,
+                        delay,
+                    )
                 await asyncio.sleep(delay)
 
     async def aclose(self) -> None:

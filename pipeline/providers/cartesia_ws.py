@@ -220,7 +220,7 @@ class CartesiaWebSocketTTS:
     async def warm_connections(self, connections: int) -> int:
         """Open the first socket (or re-open it); it serves many contexts at once."""
         try:
-            await self.pool.acquire()
+            await self.pool.ensure_open()
         except ProviderError as exc:
             log.warning("Warm-up failed: %s", exc)
             return 0
