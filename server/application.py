@@ -60,7 +60,7 @@ from server.limits import IpLimitConfig, IpLimits, PendingPool
 from server.metrics import CONTENT_TYPE_LATEST
 from server.operations import Operations, Readiness, start_operations
 from server.playground import install_playground
-from server.providers import build_providers, choose, providers_for_language
+from server.providers import build_providers, choose, providers_for_language, tts_status
 from server.security import UrlRedactingFilter, parse_networks
 from server.state import AppState, CallSetup
 from server.voice import handle_call
@@ -206,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "reasons": {stage: choice.reason for stage, choice in state.choices.items()},
             "agent_file": None if agent_file is None else str(agent_file.path),
             "local": local_stack.stats(state.providers),
+            "tts": tts_status(state.providers.tts),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
