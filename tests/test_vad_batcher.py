@@ -201,6 +201,41 @@ async def test_a_call_whose_vad_fails_goes_on_without_it() -> None:
     voice = CallerVoice(Inbox(asyncio.get_running_loop().time), 16000, SETTINGS)
     assert await voice.open(model)
     loud = (np.sin(np.arange(1024) / 3) * 8000).astype("<i2").tobytes()
-    await voice.hear(loud)  # logged, not raised: barge-in waits for words from now on
-    await voice.hear(loud)
+    voice.hear(loud)  # logged, not raised: barge-in waits for words from now on
+    for _ in range(20):
+        await asyncio.sleep(0)
+    voice.hear(loud)  # ignored: the call's VAD is off
+    await voice.aclose()
     assert voice.scored == 0
+
+
+async def test_hearing_never_waits_for_the_model_and_a_stalled_vad_skips_ahead() -> None:
+    """The line's receive loop hands audio over and goes on; the VAD catches up in its
+    own task, and more than MAX_BEHIND_MS of backlog is skipped as silence."""
+    model = _Held()
+    inbox = Inbox(asyncio.get_running_loop().time)
+    voice = CallerVoice(inbox, 16000, SETTINGS)
+    assert await voice.open(model)
+    speech = caller_audio("question.wav", 16000, 0.3)
+    frame = 640  # 20 ms at 16 kHz
+    frames = [speech[i : i + frame] for i in range(0, len(speech) - frame + 1, frame)]
+    for pcm in frames[:40]:  # 0.3 s of silence, then 0.5 s of the question
+        voice.hear(pcm)
+        await asyncio.sleep(0)
+    await asyncio.to_thread(model.started.wait, 10)  # a window is in a (held) model run
+    for pcm in frames[40:]:
+        voice.hear(pcm)  # returns at once while the model is held
+    assert voice.skipped_ms == 0
+    model.go.set()
+    for _ in range(500):
+        if voice.skipped_ms > 0:
+            break
+        await asyncio.sleep(0.01)
+    assert voice.skipped_ms > 0  # the backlog grew past a second while held: skipped
+    for pcm in frames:  # the VAD is caught up: the caller speaks again, in real time
+        voice.hear(pcm)
+        await asyncio.sleep(0.005)
+    onset = await asyncio.wait_for(inbox.next(None), 10)
+    assert onset is True  # the speech after the skip was heard
+    await voice.aclose()
+    assert voice.scored > 0

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from audio.speech_segmenter import SegmenterSettings, SpeechEventKind
+from audio.speech_segmenter import SegmenterSettings, SpeechEvent, SpeechEventKind
 from audio.vad import WINDOW_MS, SileroVadModel, VoiceActivityDetector
 from config.logs import get_logger
 from pipeline.providers.base import STTEvent, STTStream
@@ -65,11 +65,16 @@ class CallerVoice:
 
     The detector's state is a few KB; its windows are scored by the process's one silero
     model (:class:`audio.vad.SileroVadModel`), batched with the other calls' and run off
-    the event loop. ``hear`` awaits that (a few ms, only for windows above the quiet gate);
-    ``scored`` and ``windows`` count the windows the model scored and all the call's
-    windows, so the call summary can say what the VAD cost it. A failure of the model
-    turns the VAD off for the call (logged): barge-in then waits for the caller's words.
+    the event loop. :meth:`hear` only buffers: a task of the call feeds the detector, so
+    the line's receive loop (and the audio's way to the STT) never waits for a model run.
+    A VAD more than ``MAX_BEHIND_MS`` behind skips that audio as silence (an onset that
+    late is no use to barge-in). ``scored`` and ``windows`` count the windows the model
+    scored and all the call's windows, for the call summary. A failure of the model turns
+    the VAD off for the call (logged): barge-in then waits for the caller's words.
     """
+
+    MAX_BEHIND_MS = 1000
+    CHUNK_MS = 40  # what one push hands the detector (a window and a bit, at most)
 
     def __init__(self, inbox: Inbox, sample_rate: int, settings: SegmenterSettings) -> None:
         self._inbox = inbox
@@ -78,6 +83,13 @@ class CallerVoice:
         self._detector: VoiceActivityDetector | None = None
         self._speaking = False
         self._heard: VoiceActivityDetector | None = None  # kept after close, for its counts
+        self._audio = bytearray()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        bytes_per_ms = sample_rate * 2 // 1000
+        self._max_behind = self.MAX_BEHIND_MS * bytes_per_ms
+        self._chunk = self.CHUNK_MS * bytes_per_ms
+        self.skipped_ms = 0.0
 
     async def open(self, model: SileroVadModel) -> bool:
         """Start listening with the process's model; False (logged) if it cannot be had."""
@@ -90,18 +102,46 @@ class CallerVoice:
         except Exception:  # a broken install must not cost the call: words still barge in
             log.exception("Local VAD unavailable for this call; barge-in waits for words")
             return False
+        self._task = asyncio.create_task(self._listen(), name="caller-vad")
         return True
 
-    async def hear(self, pcm: bytes) -> None:
-        detector = self._detector
-        if detector is None:
+    def hear(self, pcm: bytes) -> None:
+        """Caller audio for the VAD (buffered; never waits)."""
+        if self._detector is None:
             return
-        try:
-            events = await detector.push(pcm)
-        except Exception:
-            log.exception("Local VAD failed; barge-in waits for words for the rest of the call")
-            self.close()
-            return
+        self._audio += pcm
+        self._arrived.set()
+
+    async def _listen(self) -> None:
+        while (detector := self._detector) is not None:
+            await self._arrived.wait()
+            self._arrived.clear()
+            while self._audio and self._detector is not None:
+                behind = len(self._audio)
+                if behind > self._max_behind:
+                    skip = (behind - self._chunk) & ~1
+                    self.skipped_ms += skip / (self._rate * 2 / 1000)
+                    log.warning(
+                        "VAD %.0f ms behind: skipping it as silence",
+                        behind / (self._rate * 2 / 1000),
+                    )
+                    del self._audio[:skip]
+                    self._react(detector.skip(skip))
+                    continue
+                take = min(len(self._audio), self._chunk) & ~1
+                pcm = bytes(self._audio[:take])
+                del self._audio[:take]
+                try:
+                    events = await detector.push(pcm)
+                except Exception:
+                    log.exception(
+                        "Local VAD failed; barge-in waits for words for the rest of the call"
+                    )
+                    self._stop()
+                    return
+                self._react(events)
+
+    def _react(self, events: list[SpeechEvent]) -> None:
         for event in events:
             if event.cut:
                 continue  # a long utterance cut in two: the caller is still talking
@@ -110,10 +150,20 @@ class CallerVoice:
                 self._speaking = speaking
                 self._inbox.voice_activity(speaking)
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         detector, self._detector = self._detector, None
+        self._audio.clear()
         if detector is not None:
             detector.close()
+
+    async def aclose(self) -> None:
+        """Stop listening: the feeding task is cancelled and awaited."""
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._stop()
 
     @property
     def scored(self) -> int:

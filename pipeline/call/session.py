@@ -180,9 +180,9 @@ class CallSession:
                 async for pcm in self._line.audio():
                     self.audio_bytes_in += len(pcm)
                     stream.send_audio(pcm)
-                    await self.voice.hear(pcm)
+                    self.voice.hear(pcm)
             finally:
-                self.voice.close()
+                await self.voice.aclose()
                 self.status.to(CallState.HUNG_UP)
                 for task in (watchdog, listener, reader, self._end_task):
                     await self._cancel(task)
