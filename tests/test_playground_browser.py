@@ -352,6 +352,56 @@ async def test_with_a_stream_token_the_page_asks_for_it(
     await _assert_nothing_left(stack)
 
 
+async def test_the_history_reads_a_call_from_the_records_store(
+    start_fakes: StartStack, tmp_path: Path
+) -> None:
+    """A call made in the page is in the history of a server that never held it: a second
+    server on the same records database (a restart, or another replica) shows it."""
+    database = f"sqlite+aiosqlite:///{tmp_path / 'records.db'}"
+    first = await start_fakes(database_url=database)
+    first.script(heard=[QUESTION], replies=["We open at nine tomorrow."])
+    mic = mic_wav(tmp_path / "mic.wav", GREETING_S, "question.wav", 4.0)
+    async with chromium(mic) as browser:
+        probe = PageProbe(await browser.new_page())
+        await probe.open(first.server.http_url)
+        await probe.page.click("#call")
+        state = await probe.wait_state(_line_played(1), "the reply", timeout_s=25)
+        call_id = state["callId"]
+        await probe.page.click("#hangup")
+        await _ended(first, call_id)
+        store = first.server.app.state.ops.store
+        for _ in range(200):  # the writer stores the call's end in its next batch
+            record = await store.get(call_id)
+            if record is not None and not record.active:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the records store never got the end of {call_id}")
+
+        second = await start_fakes(database_url=database)
+        assert not second.server.state.events.known(call_id)
+        await probe.open(second.server.http_url, "#history")
+        row = probe.page.locator(f"#history-rows tr[data-call='{call_id}']")
+        await row.wait_for()
+        assert await row.get_attribute("data-source") == "records"
+        assert "the call records database" in await probe.page.inner_text("#history-status")
+        cells = [c.strip() for c in await row.locator("td").all_inner_texts()]
+        assert cells[2:] == ["1", "0", "caller hangup"]
+        await row.locator("button").click()
+        detail = probe.page.locator("#history-detail")
+        await detail.locator("svg.latency-chart").wait_for()
+        assert await detail.get_attribute("data-source") == "records"
+        shown = await detail.locator(".transcript").inner_text()
+        assert QUESTION in shown and "We open at nine tomorrow." in shown
+        turn = detail.locator("tr[data-turn='1']")
+        for cell in ("sttToLlm", "llmToTts", "ttsToSent", "sttToAudio"):
+            text = (await turn.locator(f"td[data-field={cell}]").inner_text()).strip()
+            assert text.isdigit(), f"{cell} shows {text!r}"
+        assert await detail.locator("svg rect.stage-llm:not(.legend)").count() == 1
+        assert probe.errors == []
+    await _assert_nothing_left(first)
+
+
 async def test_docs_load_nothing_from_outside(start_server: StartServer) -> None:
     admin = "docs-admin-token-5kq9w"
     register_secret(admin)
