@@ -402,6 +402,24 @@ async def test_the_history_reads_a_call_from_the_records_store(
     await _assert_nothing_left(first)
 
 
+async def test_the_page_fits_a_phone_screen(start_server: StartServer) -> None:
+    server = await start_server()
+    width = 360
+    async with chromium(None) as browser:
+        probe = PageProbe(await browser.new_page(viewport={"width": width, "height": 740}))
+        for view in ("", "#history"):
+            await probe.open(server.http_url, view)
+            page = probe.page
+            scroll = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            assert await page.evaluate(scroll) <= 0, f"the {view or 'call'} view scrolls sideways"
+            controls = ("#call", "#hangup", "#mute") if not view else ("#history-refresh",)
+            for selector in (*controls, "nav a[href='#history']"):
+                box = await page.locator(selector).bounding_box()
+                assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+                assert box["height"] >= 24, f"{selector} is too small to tap"
+        assert probe.errors == []
+
+
 async def test_docs_load_nothing_from_outside(start_server: StartServer) -> None:
     admin = "docs-admin-token-5kq9w"
     register_secret(admin)
