@@ -97,7 +97,7 @@ async def test_a_slow_recogniser_leaves_out_the_interim_not_the_final() -> None:
 
 def test_interims_follow_the_measured_speed() -> None:
     stt = local_stt(InferencePool("unused", 1))  # nothing runs on it
-    assert stt.fast and stt.rtf is None  # nothing measured yet: assume the idle box
+    assert stt.fast and stt.stats()["rtf"] == -1  # nothing measured yet: assume idle
     stt._measured(0.3)
     assert stt.fast and stt.rtf == 0.3
     for _ in range(3):

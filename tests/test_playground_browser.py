@@ -143,7 +143,9 @@ async def test_a_call_from_the_page_greets_hears_answers_and_hangs_up(
 
         # The latency panel: numbers for turn 1, from the server and from the page.
         row = probe.page.locator("#turns tbody tr[data-turn='1']")
-        for cell in ("callerSide", "sttToLlm", "llmToTts", "ttsToSent", "sttToAudio"):
+        # callerSide: the page's own measure; endOfSpeechToAudio: the server's VAD's.
+        fields = ("callerSide", "endOfSpeechToAudio", "sttToLlm", "llmToTts", "ttsToSent")
+        for cell in (*fields, "sttToAudio"):
             text = (await row.locator(f"td[data-field={cell}]").inner_text()).strip()
             assert text.isdigit(), f"{cell} shows {text!r}"
         assert await probe.page.locator("#live-chart svg rect.stage-llm:not(.legend)").count() == 1

@@ -116,7 +116,7 @@ class TurnCommands:
             return
         await s._cancel_turn()
         text = s.listening.claim(command.text, speculative=command.speculative)
-        turn = Turn(text, started=s._clock())
+        turn = Turn(text, started=s._clock(), end_of_speech_at=s.listening.take_end_of_speech())
         if command.speculative:
             turn.speculative = True
             self.speculative = turn
