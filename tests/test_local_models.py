@@ -97,16 +97,17 @@ async def test_a_slow_recogniser_leaves_out_the_interim_not_the_final() -> None:
 
 def test_interims_follow_the_measured_speed() -> None:
     stt = local_stt(InferencePool("unused", 1))  # nothing runs on it
-    assert stt.fast and stt.stats()["rtf"] == -1  # nothing measured yet: assume idle
+    speeds = [stt.fast]  # nothing measured yet: assume an idle box
     stt._measured(0.3)
-    assert stt.fast and stt.rtf == 0.3
+    speeds.append(stt.fast)
     for _ in range(3):
         stt._measured(1.2)  # the box got busy: smoothed, it takes a few jobs to tell
-    assert not stt.fast
+    speeds.append(stt.fast)
     for _ in range(6):
         stt._measured(0.25)
-    assert stt.fast
-    assert stt.stats()["rtf"] == round(stt.rtf or 0, 3)
+    speeds.append(stt.fast)
+    assert speeds == [True, True, False, True]
+    assert stt.stats()["rtf"] == round(stt.rtf or 0, 3) > 0
 
 
 def test_moonshine_transcribes_8k_and_16k_alike() -> None:
