@@ -30,20 +30,10 @@ class ProcessWatch:
 
     def sample(self) -> Sample | None:
         try:
-            proc = psutil.Process(self.pid)
-            with proc.oneshot():
-                cpu = proc.cpu_times()
-                cpu_s = cpu.user + cpu.system
-                rss = proc.memory_info().rss
-            # `voice-agent serve --workers N`: the work is in the worker processes.
-            for child in proc.children(recursive=True):
-                with contextlib.suppress(psutil.Error), child.oneshot():
-                    times = child.cpu_times()
-                    cpu_s += times.user + times.system
-                    rss += child.memory_info().rss
+            cpu_s, rss_mb = process_tree_usage(self.pid)
         except psutil.Error:
             return None
-        s = Sample(time.monotonic(), cpu_s, rss / 2**20)
+        s = Sample(time.monotonic(), cpu_s, rss_mb)
         self.samples.append(s)
         return s
 
@@ -125,3 +115,19 @@ class Monitor:
             max(s.rss_mb for s in inside),
             inside[-1].t - inside[0].t,
         )
+
+
+def process_tree_usage(pid: int) -> tuple[float, float]:
+    """CPU seconds and RSS (MB) of a process and its children: under
+    `voice-agent serve --workers N` the work is in the worker processes."""
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        cpu_s = cpu.user + cpu.system
+        rss = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error), child.oneshot():
+            times = child.cpu_times()
+            cpu_s += times.user + times.system
+            rss += child.memory_info().rss
+    return cpu_s, rss / 2**20

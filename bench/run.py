@@ -24,7 +24,7 @@ from streamnode.client import StreamNodeClient
 
 from . import procs
 from .join import figures
-from .monitor import Monitor
+from .monitor import Monitor, process_tree_usage
 from .stats import percentile, summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,7 +130,7 @@ def run_once(cfg: RunConfig) -> dict[str, Any]:
             cold_ms = asyncio.run(_cold_call(url))
             _wait_cached(port)
             time.sleep(1.0)
-            base = psutil.Process(server.pid).memory_info().rss / 2**20
+            _, base = process_tree_usage(server.pid)  # every worker, like the monitor
             out = logs / "callers.json"
             argv = [
                 procs.PYTHON,
