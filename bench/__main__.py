@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="K=V",
-            help="a server setting, e.g. CARTESIA_TRANSPORT=websocket (repeatable)",
+            help="a server setting, e.g. CARTESIA_TRANSPORT=sse (repeatable)",
         )
     abuse = sub.add_parser("abuse", help="honest calls during an abuse run (docs/reliability.md)")
     abuse.add_argument("--idle", type=int, default=500, help="idle sockets")

@@ -7,7 +7,9 @@ Each trial starts fresh fakes (the bench's scripted latencies) and a fresh serve
 ``WARM_CONNECTIONS`` 0 or 2, waits for ``/ready``, lets the server idle ``--idle``
 seconds (8 s is past httpx's 5 s keep-alive, what a quiet server sees between calls),
 then places one call and times its first turn as the server logs it (final transcript to
-first audio). Two kinds of figure come out:
+first audio). Cartesia runs over SSE here: the HTTP keep-alive pool is what warming
+changes (the default WebSocket transport opens its socket at start-up either way, with
+the greeting's cache). Two kinds of figure come out:
 
 * new connections the first turn had to open (LLM, TTS), from the fakes' records:
   deterministic, the same on any box;
@@ -71,6 +73,7 @@ async def trial(warm: int, idle_s: float, speech: bytes) -> dict[str, Any]:
     async with _fakes(Latencies()) as fakes:
         values: dict[str, Any] = {k.lower(): v for k, v in fakes.env().items()}
         values.update(log_level="WARNING", warm_connections=warm, warm_interval_s=3.0)
+        values.update(cartesia_transport="sse")  # an HTTP pool to warm (see above)
         settings = Settings(_env_file=None, **values)
         app = create_app(settings)
         async with AppServer(app, lifespan="on", ws="websockets-sansio") as server:

@@ -316,9 +316,10 @@ class CartesiaSettings(_Group):
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
     first_audio_timeout_s: float = Field(1.0, gt=0, le=60)
     idle_timeout_s: float = Field(2.0, gt=0, le=60)
-    # "sse": an HTTP request per sentence; "websocket": one socket per process, one
-    # context per reply, the reply's text pushed into it as the LLM writes it.
-    transport: Literal["sse", "websocket"] = "sse"
+    # "websocket" (default): one socket per process, one context per reply, the reply's
+    # text pushed into it as the LLM writes it; it won the quiet-box load sweep on latency,
+    # failed calls and CPU (docs/PERFORMANCE.md). "sse": an HTTP request per sentence.
+    transport: Literal["sse", "websocket"] = "websocket"
 
     @field_validator("transport", mode="before")
     @classmethod

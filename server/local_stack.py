@@ -3,9 +3,9 @@
 :func:`register` puts a builder for each stage whose local provider is installed (the
 ``local`` extra) into :data:`server.providers.LOCAL_PROVIDERS`; ``choose`` then picks it
 where the settings ask for it. Model weights are per process (``MoonshineModel.shared()``,
-``PiperVoiceModel.shared()``, one VAD pool), so a second app in the same process (the test
-suite starts many) loads nothing again; each provider owns its worker pool, which lives
-on its app's event loop and is closed by the provider's ``aclose()``.
+``PiperVoiceModel.shared()``, ``SileroVadModel.shared()``), so a second app in the same
+process (the test suite starts many) loads nothing again; each provider owns its worker
+pool, which lives on its app's event loop and is closed by the provider's ``aclose()``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def build_stt(settings: Settings) -> LocalSTT:
     )
     return LocalSTT(
         MoonshineWorker.shared(local.local_stt_recycle_after),  # leaks: recycled child process
-        SileroVadModel.shared(),  # pooled across apps and calls
+        SileroVadModel.shared(),  # one session for every app and call in the process
         InferencePool("local-stt", local.local_stt_workers),
         LocalSTTSettings(segmenter, local.local_stt_interim_ms),
     )

@@ -30,6 +30,7 @@ from pipeline.providers.deepgram_stt import DeepgramSTT
 from pipeline.providers.failover_llm import FailoverLLM
 from pipeline.providers.openai_llm import OpenAILLM
 from pipeline.speech_cache import SpeechCache
+from server.metered import unwrap
 
 Stage = Literal["stt", "llm", "tts"]
 STAGES: tuple[Stage, ...] = ("stt", "llm", "tts")
@@ -150,11 +151,25 @@ def providers_for_language(
     wanted = (language.tts_language, voice)
     if choices["tts"].provider == "cartesia" and wanted != (cartesia.language, cartesia.voice_id):
         update = {"language": language.tts_language, "voice_id": voice}
-        tts = _cartesia(cartesia.model_copy(update=update), http)
+        tts = _cartesia(cartesia.model_copy(update=update), http, base.tts)
     return Providers(stt=stt, llm=base.llm, tts=tts, cache=base.cache)
 
 
-def _cartesia(settings: CartesiaSettings, http: httpx.AsyncClient) -> TextToSpeech:
+def _cartesia(
+    settings: CartesiaSettings, http: httpx.AsyncClient, sharing: TextToSpeech | None = None
+) -> TextToSpeech:
+    """Cartesia over ``CARTESIA_TRANSPORT``: the WebSocket (the default) or SSE. Another
+    language's voice shares ``sharing``'s sockets: one Cartesia socket per process."""
     if settings.transport == "websocket":
+        if isinstance(sharing, CartesiaWebSocketTTS):
+            return sharing.speaking(settings)
         return CartesiaWebSocketTTS(settings)
     return CartesiaTTS(settings, http=http)
+
+
+def tts_status(tts: object) -> dict[str, Any] | None:
+    """Cartesia's transport and, over the WebSocket, its sockets (for ``/health``)."""
+    inner = unwrap(tts)
+    if isinstance(inner, CartesiaWebSocketTTS | CartesiaTTS):
+        return inner.status()
+    return None

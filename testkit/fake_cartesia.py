@@ -77,6 +77,12 @@ class SpeechRequest:
         value = self.body.get("transcript") if isinstance(self.body, dict) else None
         return value if isinstance(value, str) else None
 
+    @property
+    def text(self) -> str:
+        """The words voiced: the transcript without the space a WebSocket input ends with
+        (inputs of one context are joined verbatim), the same for both transports."""
+        return (self.transcript or "").strip()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -141,6 +147,12 @@ class FakeCartesia(HttpFake[SpeechRequest]):
         self.socket_auth: list[str | None] = []  # how each socket authenticated
         self.cancels: list[str] = []  # context ids the clients cancelled
         self.sockets: set[TtsSocket] = set()  # open /tts/websocket connections
+        # /tts/websocket faults: refuse every handshake with this status (401: a revoked
+        # key, 503: an outage), and close a socket idle this long (Cartesia: 5 minutes).
+        self.refuse_status: int | None = None
+        self.idle_close_s: float | None = None
+        self.socket_refusals: list[int] = []  # statuses of refused handshakes
+        self.socket_closes: list[int] = []  # how each socket ended: its close code (either side)
         super().__init__(app, max_records=max_records, host=host, port=port, websockets=True)
 
     # --- settings shortcuts (settable between or during tests) ----------------------------
@@ -211,6 +223,13 @@ class FakeCartesia(HttpFake[SpeechRequest]):
         sockets = list(self.sockets)
         for socket in sockets:
             await socket.ws.close(code, reason)
+        return len(sockets)
+
+    async def send_raw(self, text: str) -> int:
+        """Send ``text`` as is on every open /tts/websocket connection (a garbled frame)."""
+        sockets = list(self.sockets)
+        for socket in sockets:
+            await socket.ws.send_text(text)
         return len(sockets)
 
     def notify(self) -> None:

@@ -10,14 +10,16 @@ Wire format as documented (/work/shared/PROVIDERS.md, Cartesia's WebSocket refer
   ``flush_done``), and ``{context_id, cancel: true}``;
 * server: ``chunk`` / ``timestamps`` / ``flush_done`` / ``done`` / ``error`` JSON
   messages, each with its ``context_id``; every context ends with ``done`` or ``error``
-  (a cancelled one simply stops).
+  (a cancelled one simply stops); a socket idle for ``idle_close_s`` is closed (Cartesia:
+  5 minutes; off unless set).
 
 Each input is voiced as it arrives (``max_buffer_delay_ms: 0``): its audio starts
 ``first_audio_ms`` after it is received, or right after the context's previous audio if
 that is still being generated (the stream is warm). One :class:`SpeechRequest` is kept
 per input (``transport="websocket"``), so timelines and counts work for both transports.
 Faults (:attr:`FakeCartesia.faults`) apply per context: an ``HttpError`` becomes an
-``error`` message, ``ErrorEvent`` and ``Stall`` act after that many chunks.
+``error`` message, ``ErrorEvent`` and ``Stall`` act after that many chunks;
+``refuse_status`` refuses handshakes and ``drop_sockets()`` closes the open sockets.
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ class TtsSocket:
         if query.get("api_key"):
             scheme, key = "query", query["api_key"]
         version = query.get("cartesia_version") or ws.headers.get("cartesia-version")
+        if self.fake.refuse_status is not None:
+            status = self.fake.refuse_status
+            self.fake.socket_refusals.append(status)
+            self.fake.notify()
+            await self._deny(CartesiaError(status, "refused", "Refused", "Fault injected."))
+            return
         if self.fake.api_key is not None and key != self.fake.api_key:
             await self._deny(CartesiaError(401, "unauthorized", "Unauthorized", "Invalid API key."))
             return
@@ -99,6 +107,7 @@ class TtsSocket:
         await ws.accept()
         self.fake.sockets_opened += 1
         self.fake.socket_auth.append(scheme)
+        self.fake.notify()
         self.headers = {
             k: ("<redacted>" if k in _SECRET_HEADERS else v) for k, v in ws.headers.items()
         }
@@ -106,8 +115,16 @@ class TtsSocket:
         try:
             while True:
                 try:
-                    text = await ws.receive_text()
-                except WebSocketDisconnect:
+                    async with asyncio.timeout(self.fake.idle_close_s):
+                        text = await ws.receive_text()
+                except WebSocketDisconnect as exc:
+                    self.fake.socket_closes.append(exc.code)  # 1006: gone without a close
+                    return
+                except TimeoutError:
+                    if self.contexts:
+                        continue  # still voicing: not idle
+                    await ws.close(1000, "Idle timeout")
+                    self.fake.socket_closes.append(1000)
                     return
                 await self._on_message(text)
         finally:
@@ -194,6 +211,7 @@ class TtsSocket:
             return
         if transcript:
             record = self.fake.record_input(self, message, context_id)
+            record.fault = context.fault  # the context's fault, as SSE keeps the request's
             context.inputs.put_nowait(
                 ("text", (dataclasses.replace(params, transcript=transcript), record))
             )

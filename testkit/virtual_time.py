@@ -14,19 +14,25 @@ of the machine::
 
         run_virtual(call())
 
-Only for code that waits on timers and in-memory objects (:mod:`testkit.memory`): real
-sockets and threads still run on real time, so a test mixing them would see time race.
-The clock starts at 1000.0 (not 0), so code that treats 0.0 as "never" stays honest.
+Only for code that waits on timers, in-memory objects (:mod:`testkit.memory`) and work
+handed to threads with ``run_in_executor`` / ``asyncio.to_thread`` (model inference):
+while such a job runs the clock stands still and the loop waits for it for real, so a
+thread's work takes no virtual time and its result lands at the same virtual moment
+whatever the load. Real sockets still run on real time: a test mixing them would see
+time race. The clock starts at 1000.0 (not 0), so code that treats 0.0 as "never" stays
+honest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from typing import Any, TypeVar, TypeVarTuple, Unpack
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 START = 1000.0
 
@@ -37,12 +43,15 @@ class _JumpingSelector(selectors.DefaultSelector):
     def __init__(self) -> None:
         super().__init__()
         self.now = START
+        self.jobs = 0  # executor jobs in flight: the clock waits for them
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         events: list[tuple[selectors.SelectorKey, int]] = super().select(0)
         if events:
             return events
-        if timeout is None:  # nothing scheduled at all: only real I/O can wake us
+        if timeout is None or (timeout > 0 and self.jobs):
+            # Nothing scheduled at all, or a thread is working: only real I/O (or the
+            # thread's result, through the loop's self-pipe) can wake us.
             blocked: list[tuple[selectors.SelectorKey, int]] = super().select(None)
             return blocked
         if timeout > 0:
@@ -57,6 +66,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._jumping.now
+
+    def run_in_executor(
+        self, executor: Executor | None, func: Callable[[Unpack[Ts]], T], *args: *Ts
+    ) -> asyncio.Future[T]:
+        job = super().run_in_executor(executor, func, *args)
+        self._jumping.jobs += 1
+        job.add_done_callback(self._job_done)
+        return job
+
+    def _job_done(self, _: asyncio.Future[Any]) -> None:
+        self._jumping.jobs -= 1
 
 
 def run_virtual(main: Coroutine[Any, Any, T]) -> T:

@@ -61,6 +61,10 @@ class VoiceServer:
         state: AppState = self.app.state.voice
         return state
 
+    async def stop(self) -> None:
+        """Shut the server down now (the fixture's own stop is then a no-op)."""
+        await self._server.stop()
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:

@@ -31,10 +31,11 @@ SEED_METADATA = json.dumps(
 )
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])  # the default, and SSE kept alive
 async def test_greeting_then_streamed_reply(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server()
+    server = await start_server(cartesia_transport=transport)
     fakes.deepgram.utterances.append("What time do you open tomorrow?")
     # Slow tokens: the first sentence must be heard long before the LLM stream ends.
     fakes.openai.replies.append(
@@ -76,6 +77,7 @@ async def test_greeting_then_streamed_reply(
         "role": "user",
         "content": "What time do you open tomorrow?",
     }
+    assert {r.transport for r in fakes.cartesia.requests} == {transport}
     record = server.state.registry.get("call-seed-1")
     assert record is not None and record.customer_number == "+919876543210"
     assert record.turns == 1 and len(record.turn_latencies_ms) == 1

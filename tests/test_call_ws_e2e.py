@@ -1,4 +1,5 @@
-"""Whole calls with ``CARTESIA_TRANSPORT=websocket``: one context per reply, over real sockets."""
+"""Whole calls over Cartesia's WebSocket (the default transport): one context per reply,
+over real sockets; the socket's faults are in tests/test_faults.py."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ async def asked(server: VoiceServer, fakes: FakeProviders, call_id: str) -> Asyn
 async def test_reply_streams_through_one_context_per_turn(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server(cartesia_transport="websocket", greeting="Hello.")
+    server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.append("What time do you open tomorrow?")
     text = "We open at nine tomorrow. We close at six in the evening. Anything else?"
     fakes.openai.replies.append(llm.Text(text, per_token_ms=60))
@@ -60,7 +61,7 @@ async def test_reply_streams_through_one_context_per_turn(
 async def test_barge_in_cancels_the_context_and_keeps_the_words_heard(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server(cartesia_transport="websocket", greeting="Hello.")
+    server = await start_server(greeting="Hello.")
     fakes.cartesia.realtime_factor = 1.0  # the reply is still being voiced when cut off
     fakes.deepgram.utterances.extend(["When are you open?", "Wait, stop."])
     fakes.openai.replies.extend([llm.Text(LONG_REPLY, per_token_ms=5), llm.Text("Sure.")])
@@ -88,7 +89,7 @@ async def test_barge_in_cancels_the_context_and_keeps_the_words_heard(
 async def test_a_context_that_fails_before_audio_is_retried(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server(cartesia_transport="websocket", greeting="Hello.")
+    server = await start_server(greeting="Hello.")
     fakes.deepgram.utterances.append("When are you open?")
     fakes.openai.replies.extend([llm.Text("We open at nine."), llm.Text("We open at nine.")])
     warming = [t for t in server.state.background if t.get_name() == "warm-cache"]
@@ -108,7 +109,7 @@ async def test_a_context_that_fails_before_audio_is_retried(
 async def test_hang_up_mid_reply_cancels_the_context_and_leaves_nothing(
     fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server(cartesia_transport="websocket", greeting="Hello.")
+    server = await start_server(greeting="Hello.")
     fakes.cartesia.realtime_factor = 1.0
     fakes.deepgram.utterances.append("When are you open?")
     fakes.openai.replies.append(llm.Text(LONG_REPLY, per_token_ms=60))
@@ -121,3 +122,22 @@ async def test_hang_up_mid_reply_cancels_the_context_and_leaves_nothing(
             await asyncio.sleep(0.02)
     await fakes.cartesia.wait_until(lambda: fakes.cartesia.cancels, timeout_s=5)
     assert fakes.cartesia.sockets  # the socket itself stays open for the next call
+
+
+async def test_shutdown_closes_the_socket_and_leaves_no_task(
+    fakes: FakeProviders, start_server: StartServer
+) -> None:
+    server = await start_server(greeting="Hello.")
+    fakes.deepgram.utterances.append("When are you open?")
+    fakes.openai.replies.append(llm.Text("We open at nine."))
+    async with asked(server, fakes, "call-ws-shutdown") as (node, _, _, _):
+        await wait_until_quiet(node)
+    await server.stop()
+    await fakes.cartesia.wait_until(lambda: not fakes.cartesia.sockets)
+    assert fakes.cartesia.sockets_opened == 1
+    assert fakes.cartesia.socket_closes == [1000]  # closed by us, with a closing handshake
+    left = {t.get_name() for t in asyncio.all_tasks()} & {
+        "cartesia-ws-reader",
+        "cartesia-ws-reopen",
+    }
+    assert not left

@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from config.settings import CartesiaSettings
 from pipeline.providers.base import ContextTextToSpeech, ProviderError, ProviderTimeout
 from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS, websocket_url
+from pipeline.retry import RetryPolicy
 from testkit import FakeCartesia
 from testkit.cartesia_script import ErrorEvent, HttpError, Stall
 from testkit.providers import DEFAULT_KEYS
+from tests.caller import eventually
 
 KEY = DEFAULT_KEYS["cartesia"]
 
@@ -25,6 +28,9 @@ KEY = DEFAULT_KEYS["cartesia"]
 async def fake() -> AsyncIterator[FakeCartesia]:
     async with FakeCartesia(api_key=KEY, first_audio_ms=20, realtime_factor=0) as tts:
         yield tts
+
+
+FAST_REOPEN = RetryPolicy(base_s=0.02, cap_s=0.1)
 
 
 def client(fake: FakeCartesia, contexts_per_socket: int = 32, **kw: Any) -> CartesiaWebSocketTTS:
@@ -37,8 +43,13 @@ def client(fake: FakeCartesia, contexts_per_socket: int = 32, **kw: Any) -> Cart
         **kw,
     }
     return CartesiaWebSocketTTS(
-        CartesiaSettings(**options), contexts_per_socket=contexts_per_socket
+        CartesiaSettings(**options), contexts_per_socket=contexts_per_socket, reopen=FAST_REOPEN
     )
+
+
+def tts_settings(fake: FakeCartesia, **kw: Any) -> CartesiaSettings:
+    options: dict[str, Any] = {"api_key": KEY, "voice_id": "voice-1", "base_url": fake.base_url}
+    return CartesiaSettings(**{**options, **kw})
 
 
 def expected_bytes(fake: FakeCartesia, text: str, rate: int) -> int:
@@ -283,3 +294,148 @@ async def test_a_reply_without_text_ends_without_a_word_to_cartesia(fake: FakeCa
     finally:
         await tts.aclose()
     assert list(fake.requests) == [] and fake.cancels == []
+
+
+# --- the socket's life: dropped, refused, shared, shut down ------------------------------
+
+
+async def test_a_socket_dropped_while_idle_is_reopened_before_the_next_line(
+    fake: FakeCartesia,
+) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm_connections(1) == 1
+        assert await fake.drop_sockets() == 1  # e.g. Cartesia's idle close, a network drop
+        await fake.wait_until(lambda: fake.sockets_opened == 2 and fake.sockets)
+        await eventually(lambda: tts.pool.open_sockets == 1)
+        assert [p async for p in tts.synthesize("Hello.", 16000)]
+    finally:
+        await tts.aclose()
+    assert fake.sockets_opened == 2  # the line found the reopened socket: no handshake of its own
+    assert tts.status() == {
+        "transport": "websocket",
+        "open_sockets": 0,
+        "opened": 2,
+        "reopening": False,
+    }
+
+
+async def test_a_frame_that_is_not_json_drops_the_socket_and_a_new_one_opens(
+    fake: FakeCartesia,
+) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm_connections(1) == 1
+        assert await fake.send_raw("<html>502 Bad Gateway</html>") == 1
+        await fake.wait_until(lambda: fake.socket_closes)
+        await fake.wait_until(lambda: fake.sockets_opened == 2)
+        assert [p async for p in tts.synthesize("Hello.", 16000)]
+    finally:
+        await tts.aclose()
+    assert fake.socket_closes[0] == 1007  # we closed the unreadable one ourselves
+    assert fake.sockets_opened == 2
+
+
+async def test_reopening_backs_off_while_refused_and_recovers(fake: FakeCartesia) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm_connections(1) == 1
+        fake.refuse_status = 503  # an outage: worth retrying
+        await fake.drop_sockets()
+        await fake.wait_until(lambda: len(fake.socket_refusals) >= 3)
+        assert tts.status()["reopening"] is True and tts.pool.open_sockets == 0
+        fake.refuse_status = None
+        await fake.wait_until(lambda: fake.sockets_opened == 2)
+        await eventually(lambda: tts.pool.open_sockets == 1)
+        assert [p async for p in tts.synthesize("Hello.", 16000)]
+    finally:
+        await tts.aclose()
+    assert fake.sockets_opened == 2
+
+
+async def test_a_refused_key_stops_the_reopening_and_the_next_line_says_why(
+    fake: FakeCartesia,
+) -> None:
+    tts = client(fake)
+    try:
+        assert await tts.warm_connections(1) == 1
+        fake.refuse_status = 401  # the key was revoked: retrying cannot help
+        await fake.drop_sockets()
+        await fake.wait_until(lambda: fake.socket_refusals)
+        await eventually(lambda: not tts.status()["reopening"])
+        assert fake.socket_refusals == [401]
+        with pytest.raises(ProviderError) as caught:
+            [p async for p in tts.synthesize("Hello.", 16000)]
+    finally:
+        await tts.aclose()
+    assert caught.value.status == 401 and not caught.value.retryable
+    assert fake.socket_refusals == [401, 401]
+
+
+async def test_another_voice_shares_the_socket_and_leaves_it_to_its_owner(
+    fake: FakeCartesia,
+) -> None:
+    tts = client(fake)
+    hindi = tts.speaking(tts_settings(fake, language="hi", voice_id="voice-hi"))
+    try:
+        assert [p async for p in tts.synthesize("Hello.", 16000)]
+        assert [p async for p in hindi.synthesize("Namaste.", 16000)]
+        await hindi.aclose()  # not its socket: still open for both
+        assert [p async for p in hindi.synthesize("Dhanyavaad.", 16000)]
+    finally:
+        await tts.aclose()
+    assert fake.sockets_opened == 1
+    voices = [(r.body["language"], r.body["voice"]["id"]) for r in fake.requests]
+    assert voices == [("en", "voice-1"), ("hi", "voice-hi"), ("hi", "voice-hi")]
+    assert tts.pool.open_sockets == 0
+
+
+async def test_closing_during_the_reopen_backoff_leaves_no_task(fake: FakeCartesia) -> None:
+    tts = client(fake)
+    slow = CartesiaWebSocketTTS(
+        tts_settings(fake), reopen=RetryPolicy(base_s=30.0)
+    )  # the first retry waits 30 s: aclose must not
+    try:
+        assert await slow.warm_connections(1) == 1
+        fake.refuse_status = 503
+        await fake.drop_sockets()
+        await fake.wait_until(lambda: fake.socket_refusals)
+        assert slow.status()["reopening"] is True
+    finally:
+        await slow.aclose()
+        await tts.aclose()
+    assert slow.status()["reopening"] is False
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert not names & {"cartesia-ws-reopen", "cartesia-ws-reader"}
+    with pytest.raises(ProviderError, match="shutting down"):
+        await slow.pool.acquire()
+
+
+async def test_fake_closes_an_idle_socket_but_not_one_that_is_voicing(fake: FakeCartesia) -> None:
+    fake.realtime_factor = 1.0  # the context voices for longer than the idle limit
+    fake.idle_close_s = 0.2
+    url = websocket_url(fake.base_url) + f"?api_key={KEY}&cartesia_version=2025-04-16"
+    async with connect(url) as ws:
+        request = {
+            "context_id": "c1",
+            "model_id": "sonic-3",
+            "transcript": "A line that takes a good while longer than the idle limit.",
+            "voice": {"mode": "id", "id": "v"},
+            "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000},
+            "language": "en",
+            "continue": False,
+        }
+        await ws.send(json.dumps(request))
+        kinds = [json.loads(message)["type"] async for message in ws]  # until it closes
+    assert kinds[-1] == "done" and set(kinds[:-1]) == {"chunk"}  # voiced in full first
+    assert (ws.close_code, ws.close_reason) == (1000, "Idle timeout")
+    assert fake.socket_closes == [1000]
+
+
+async def test_fake_refuses_handshakes_while_told_to(fake: FakeCartesia) -> None:
+    fake.refuse_status = 503
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(websocket_url(fake.base_url), additional_headers={"X-API-Key": KEY}):
+            pass
+    assert caught.value.response.status_code == 503
+    assert fake.socket_refusals == [503] and fake.sockets_opened == 0

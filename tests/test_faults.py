@@ -101,7 +101,7 @@ def cached_ms(server: VoiceServer, text: str) -> float:
 
 
 def spoken(fakes: FakeProviders) -> list[str]:
-    return [r.transcript or "" for r in fakes.cartesia.requests]
+    return [r.text for r in fakes.cartesia.requests]
 
 
 async def assert_cleaned_up(server: VoiceServer, fakes: FakeProviders) -> None:
@@ -112,6 +112,8 @@ async def assert_cleaned_up(server: VoiceServer, fakes: FakeProviders) -> None:
         *fakes.cartesia.requests,
     ]
     await eventually(lambda: all(r.ended_at is not None for r in requests))
+    # Over the WebSocket the socket is the process's: every context of the call has ended.
+    await eventually(lambda: not any(socket.contexts for socket in fakes.cartesia.sockets))
     for request in requests:
         # A stream we gave up on must have been closed by us, not left to the server.
         assert request.status != 200 or request.completed or request.disconnected, request
@@ -334,7 +336,11 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
 
 # --- Cartesia ----------------------------------------------------------------------------
 
+# Over the WebSocket (the default) and over SSE, which stays selectable.
+TRANSPORTS = [pytest.param("websocket", id="ws"), pytest.param("sse", id="sse")]
 
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(
     "fault",
     [
@@ -343,51 +349,54 @@ async def test_openai_failover_when_primary_stalls_before_first_token(
     ],
 )
 async def test_cartesia_fault_before_audio_is_retried(
-    fault: tts.Fault, fakes: FakeProviders, start_server: StartServer
+    fault: tts.Fault, transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.extend([llm.Text(ANSWER), llm.Text(ANSWER)])
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     fakes.cartesia.faults.append(fault)
     async with live_call(server.url, "call-cartesia") as (node, line):
         _, latency = await ask(node, line, fixture_pcm("stop.wav"))
         await wait_until_quiet(node)
-    report(f"cartesia {type(fault).__name__}", latency)
-    failed, retried = [r for r in fakes.cartesia.requests if r.transcript == ANSWER][:2]
+    report(f"cartesia {type(fault).__name__} ({transport})", latency)
+    failed, retried = [r for r in fakes.cartesia.requests if r.text == ANSWER][:2]
     assert failed.fault == fault and retried.completed
+    assert {r.transport for r in fakes.cartesia.requests} == {transport}
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_cartesia_stall_mid_stream_then_fallback_line(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
     fakes.openai.replies.append(llm.Text(ANSWER))
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     # 171 ms of audio, then silence: one 100 ms chunk reaches the caller before the stall.
     fakes.cartesia.faults.append(tts.Stall(after_chunks=3))
     async with live_call(server.url, "call-tts-stall") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
-        (stalled,) = [r for r in fakes.cartesia.requests if r.transcript == ANSWER]
+        (stalled,) = [r for r in fakes.cartesia.requests if r.text == ANSWER]
         fallback_ms = cached_ms(server, server.state.agent.fallback_line)
         # A fragment of the reply, the idle-gap timeout, then the whole fallback line.
         await eventually(lambda: audio_ms_after(node, ended) > fallback_ms)
         await wait_until_quiet(node)
-    report("cartesia stall mid-stream", latency)
+    report(f"cartesia stall mid-stream ({transport})", latency)
     await fakes.cartesia.wait_until(lambda: stalled.ended_at)
-    assert stalled.disconnected  # the idle-gap timeout closed it
-    assert [r.transcript for r in fakes.cartesia.requests].count(ANSWER) == 1  # heard: no retry
+    assert stalled.disconnected  # the idle-gap timeout closed (or cancelled) it
+    assert spoken(fakes).count(ANSWER) == 1  # heard: no retry
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.extend([QUESTION, QUESTION])
     fakes.openai.replies.extend([llm.Text(ANSWER)] * 8)
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     fakes.cartesia.faults.extend([tts.HttpError(503)] * 50)
     async with live_call(server.url, "call-tts-down") as (node, line):
         ended, latency = await ask(node, line, fixture_pcm("stop.wav"))
@@ -396,26 +405,27 @@ async def test_cartesia_outage_mid_call_plays_cached_fallback_and_call_recovers(
         assert audio_ms_after(node, ended) == pytest.approx(fallback_ms, abs=1)
         fakes.cartesia.faults.clear()  # the provider is back
         _, recovered = await ask(node, line, fixture_pcm("stop.wav"))
-        report("cartesia back after the outage", recovered)
+        report(f"cartesia back after the outage ({transport})", recovered)
         await wait_until_quiet(node)
-    report("cartesia outage (cached fallback)", latency)
+    report(f"cartesia outage, cached fallback ({transport})", latency)
     assert fakes.cartesia.requests[-1].completed
     assert node.counts["disconnect"] == 0
     await assert_cleaned_up(server, fakes)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_uncached_fallback_with_tts_down_ends_the_call_instead_of_silence(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
     fakes.deepgram.utterances.append(QUESTION)
-    server = await start(fakes, start_server)
+    server = await start(fakes, start_server, cartesia_transport=transport)
     async with live_call(server.url, "call-no-cache") as (node, line):
         server.state.providers.cache.clear()  # e.g. the warm-up failed at start-up
         fakes.cartesia.faults.extend([tts.HttpError(500)] * 50)
         line.say(fixture_pcm("stop.wav"))
         ended = await line.said()
         gone = await node.wait_for("disconnect", timeout=10)
-    report("uncached fallback + TTS down (disconnect)", gone.t - ended)
+    report(f"uncached fallback + TTS down, disconnect ({transport})", gone.t - ended)
     assert audio_ms_after(node, ended) == 0
     await assert_cleaned_up(server, fakes)
 

@@ -6,11 +6,22 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from config.settings import ENV_NAMES, Settings
-from server.providers import LOCAL_PROVIDERS, choose, missing
+from pipeline.agent import AgentConfig
+from pipeline.language import call_languages
+from pipeline.providers.cartesia_tts import CartesiaTTS
+from pipeline.providers.cartesia_ws import CartesiaWebSocketTTS
+from server.providers import (
+    LOCAL_PROVIDERS,
+    build_providers,
+    choose,
+    missing,
+    providers_for_language,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS: dict[str, Any] = {  # placeholders, but long enough to count as keys (8+ characters)
@@ -99,3 +110,23 @@ def test_no_local_provider_is_registered_in_a_cloud_only_build() -> None:
     assert set(LOCAL_PROVIDERS) <= {"stt", "llm", "tts"}
     choices = choose(Settings(_env_file=None))
     assert all(c.provider in (None, "local") for c in choices.values())
+
+
+async def test_cartesia_speaks_over_the_websocket_unless_sse_is_asked_for() -> None:
+    example = (ROOT / ".env.example").read_text()
+    assert re.search(r"^CARTESIA_TRANSPORT=websocket$", example, re.M)  # documented default
+    async with httpx.AsyncClient() as http:
+        default = Settings(_env_file=None, **KEYS)
+        assert default.cartesia.transport == "websocket"
+        base = build_providers(default, http)
+        assert isinstance(base.tts, CartesiaWebSocketTTS)
+        hindi = call_languages(default, AgentConfig.from_settings(default.agent))["hi"]
+        other = providers_for_language(default, http, choose(default), base, hindi).tts
+        assert isinstance(other, CartesiaWebSocketTTS) and other.language == "hi"
+        assert other.pool is base.tts.pool  # one socket per process, for every voice
+        await base.aclose()
+        sse = build_providers(Settings(_env_file=None, cartesia_transport=" SSE ", **KEYS), http)
+        assert isinstance(sse.tts, CartesiaTTS)
+        await sse.aclose()
+    with pytest.raises(ValidationError, match="cartesia"):
+        Settings(_env_file=None, cartesia_transport="grpc", **KEYS)

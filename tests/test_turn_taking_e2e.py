@@ -145,13 +145,14 @@ async def test_a_hindi_call_runs_in_hindi_from_the_url(
     assert request.messages[-1] == {"role": "user", "content": question}
     hindi = [r for r in fakes.cartesia.requests if r.body["voice"]["id"] == "hindi-voice"]
     assert all(r.body["language"] == "hi" for r in hindi)
-    said = [r.transcript for r in hindi if r.received_at > request.received_at]
+    said = [r.text for r in hindi if r.received_at > request.received_at]
     # The fake LLM answers Devanagari in Hindi; the splitter cut it at the danda.
     assert said == ["आपने कहा: आप कल कितने बजे खुलते हैं।", "और कुछ?"]
-    greeted = [r.transcript for r in hindi if r.received_at < request.received_at]
+    greeted = [r.text for r in hindi if r.received_at < request.received_at]
     assert HINDI_LINES.greeting in greeted
     english = [r for r in fakes.cartesia.requests if r.body["voice"]["id"] != "hindi-voice"]
     assert all(r.body["language"] == "en" for r in english)  # the server's other calls
+    assert fakes.cartesia.sockets_opened == 1  # both voices on the process's one socket
     await cleaned_up(server)
 
 

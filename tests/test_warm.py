@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from config.settings import CartesiaSettings, OpenAISettings
 from pipeline.providers.cartesia_tts import CartesiaTTS
@@ -82,15 +83,29 @@ async def test_an_unreachable_provider_warms_nothing_and_raises_nothing(
     assert counts == {"openai": 0, "cartesia": 0}
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_server_warms_before_ready_and_first_turn_needs_no_new_connection(
-    fakes: FakeProviders, start_server: StartServer
+    transport: str, fakes: FakeProviders, start_server: StartServer
 ) -> None:
-    server = await start_server(warm_connections=2, warm_interval_s=60)
+    server = await start_server(
+        warm_connections=2, warm_interval_s=60, cartesia_transport=transport
+    )
     await server.state.connections_warmed.wait()
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         assert (await http.get("/ready")).json()["status"] == "ready"
+        health = (await http.get("/health")).json()
     assert fakes.openai.model_requests == 2
-    assert fakes.cartesia.status_requests == 2
+    if transport == "sse":
+        assert fakes.cartesia.status_requests == 2
+        assert health["tts"] == {"transport": "sse"}
+    else:  # one socket, opened before /ready; no HTTP request
+        assert (fakes.cartesia.status_requests, fakes.cartesia.sockets_opened) == (0, 1)
+        assert health["tts"] == {
+            "transport": "websocket",
+            "open_sockets": 1,
+            "opened": 1,
+            "reopening": False,
+        }
     llm = server.state.providers.llm
     assert llm is not None
     [event async for event in llm.stream([{"role": "user", "content": "hi"}], [])]

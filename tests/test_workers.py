@@ -12,6 +12,7 @@ import pytest
 
 from server.workers import bind_reuseport, worker_share
 from streamnode.client import StreamNodeClient
+from testkit import FakeProviders
 from tests.conftest import StartServeProcess, free_port
 
 
@@ -52,7 +53,7 @@ async def _ready(http_url: str) -> tuple[int, dict[str, Any]]:
 
 
 async def test_two_workers_share_the_port_and_drain_together_on_sigterm(
-    start_serve_process: StartServeProcess,
+    fakes: FakeProviders, start_serve_process: StartServeProcess
 ) -> None:
     server = await start_serve_process(workers=2, MAX_CALLS="81", DRAIN_SECONDS="2")
     readiness: dict[int, dict[str, Any]] = {}
@@ -63,6 +64,7 @@ async def test_two_workers_share_the_port_and_drain_together_on_sigterm(
                 readiness[body["pid"]] = body
     assert sorted(b["worker"] for b in readiness.values()) == [0, 1]
     assert sorted(b["max_calls"] for b in readiness.values()) == [40, 41]
+    assert fakes.cartesia.sockets_opened == 2  # one Cartesia socket per process, warm
 
     nodes: list[StreamNodeClient] = []
     try:
@@ -98,6 +100,8 @@ async def test_two_workers_share_the_port_and_drain_together_on_sigterm(
             await node.close()
     assert code == 0
     assert 200 not in after  # no worker took calls once the drain began
+    await fakes.cartesia.wait_until(lambda: not fakes.cartesia.sockets)
+    assert fakes.cartesia.socket_closes == [1000, 1000]  # each worker closed its socket
     output = server.output()
     assert output.count("Drain complete") == 2
     assert "All workers stopped | exit codes [0, 0]" in output

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 
 from audio.speech_segmenter import SegmenterSettings, SpeechEventKind
-from audio.vad import SileroVadModel, VoiceActivityDetector
+from audio.vad import WINDOW_MS, SileroVadModel, VoiceActivityDetector
 from config.logs import get_logger
 from pipeline.providers.base import STTEvent, STTStream
 
@@ -64,10 +63,12 @@ class Inbox:
 class CallerVoice:
     """The local VAD on one call's caller audio: onsets and offsets into the inbox.
 
-    Its model instance comes from the process's pool (:class:`audio.vad.SileroVadModel`):
-    an idle one at once, else one built off the event loop. Scoring runs on the loop
-    (~0.1 ms of native code per 32 ms window); ``busy_s`` adds up that time, so the call
-    summary can say what the VAD cost the call.
+    The detector's state is a few KB; its windows are scored by the process's one silero
+    model (:class:`audio.vad.SileroVadModel`), batched with the other calls' and run off
+    the event loop. ``hear`` awaits that (a few ms, only for windows above the quiet gate);
+    ``scored`` and ``windows`` count the windows the model scored and all the call's
+    windows, so the call summary can say what the VAD cost it. A failure of the model
+    turns the VAD off for the call (logged): barge-in then waits for the caller's words.
     """
 
     def __init__(self, inbox: Inbox, sample_rate: int, settings: SegmenterSettings) -> None:
@@ -76,30 +77,31 @@ class CallerVoice:
         self._settings = settings
         self._detector: VoiceActivityDetector | None = None
         self._speaking = False
-        self.busy_s = 0.0
+        self._heard: VoiceActivityDetector | None = None  # kept after close, for its counts
 
     async def open(self, model: SileroVadModel) -> bool:
-        """Take a model instance for this call; False (logged) if none can be had."""
-        rate = VoiceActivityDetector.vad_rate(self._rate)
+        """Start listening with the process's model; False (logged) if it cannot be had."""
         try:
-            engine = model.try_acquire(rate)
-            if engine is None:
-                engine = await asyncio.to_thread(model.acquire, rate)
-            self._detector = VoiceActivityDetector(
-                model, engine, self._rate, self._settings, quiet_dbfs=QUIET_DBFS
+            if not model.loaded:  # normally warmed at start-up: load it off the loop
+                await asyncio.to_thread(model.load)
+            self._detector = self._heard = VoiceActivityDetector(
+                model, self._rate, self._settings, quiet_dbfs=QUIET_DBFS
             )
         except Exception:  # a broken install must not cost the call: words still barge in
             log.exception("Local VAD unavailable for this call; barge-in waits for words")
             return False
         return True
 
-    def hear(self, pcm: bytes) -> None:
+    async def hear(self, pcm: bytes) -> None:
         detector = self._detector
         if detector is None:
             return
-        started = time.perf_counter()
-        events = detector.push(pcm)
-        self.busy_s += time.perf_counter() - started
+        try:
+            events = await detector.push(pcm)
+        except Exception:
+            log.exception("Local VAD failed; barge-in waits for words for the rest of the call")
+            self.close()
+            return
         for event in events:
             if event.cut:
                 continue  # a long utterance cut in two: the caller is still talking
@@ -112,3 +114,13 @@ class CallerVoice:
         detector, self._detector = self._detector, None
         if detector is not None:
             detector.close()
+
+    @property
+    def scored(self) -> int:
+        """Windows the model scored for this call."""
+        return 0 if self._heard is None else self._heard.scored
+
+    @property
+    def windows(self) -> int:
+        """The call's windows, scored or quiet."""
+        return 0 if self._heard is None else int(self._heard.position_ms // WINDOW_MS)

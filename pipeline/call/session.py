@@ -180,7 +180,7 @@ class CallSession:
                 async for pcm in self._line.audio():
                     self.audio_bytes_in += len(pcm)
                     stream.send_audio(pcm)
-                    self.voice.hear(pcm)
+                    await self.voice.hear(pcm)
             finally:
                 self.voice.close()
                 self.status.to(CallState.HUNG_UP)
@@ -392,7 +392,7 @@ class CallSession:
         ws_log.info(
             "Call summary | duration_s=%.1f turns=%d barge_ins=%d audio_in_s=%.1f audio_out_s=%.1f "
             "turn_first_audio_ms=%s pauses=%d resumed=%d preemptive=%d kept=%d discarded=%d "
-            "vad_ms=%.0f%s",
+            "vad_windows=%d/%d%s",
             duration,
             self.record.turns,
             self.record.barge_ins,
@@ -404,6 +404,7 @@ class CallSession:
             guard.started,
             guard.kept,
             guard.discarded,
-            self.voice.busy_s * 1000,
+            self.voice.scored,
+            self.voice.windows,
             f" transferred_to={self.record.transferred_to}" if self.record.transferred_to else "",
         )

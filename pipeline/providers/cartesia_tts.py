@@ -86,6 +86,10 @@ class CartesiaTTS:
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client is the app's, shared with the KPI client."""
 
+    def status(self) -> dict[str, Any]:
+        """For /health: the transport (its connections are the app's HTTP pool's)."""
+        return {"transport": "sse"}
+
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
 

@@ -1,12 +1,14 @@
 """Cartesia text-to-speech over its WebSocket (``/tts/websocket``), raw PCM out.
 
-One socket per process (a small pool: another opens when one carries
-``contexts_per_socket`` contexts), opened at start-up and kept open; one *context* per
-reply. The session pushes each sentence into the reply's context as the LLM writes it
-(``continue: true``), so there is no request set-up per sentence and the voice keeps
-its prosody across sentences. Leaving a context early (barge-in, hang-up) sends
-``cancel``. Word timestamps come back with the audio and tell the session which words
-the caller heard when they interrupt.
+The default transport (``CARTESIA_TRANSPORT=websocket``). The process's sockets live in a
+:class:`~pipeline.providers.cartesia_socket.CartesiaSocketPool` (one socket, opened at
+start-up, kept open and reopened when dropped), shared by every voice of the process (the
+Hindi voice is another request on the same socket); one *context* per reply. The session
+pushes each sentence into the reply's context as the LLM writes it (``continue: true``),
+so there is no request set-up per sentence and the voice keeps its prosody across
+sentences. Leaving a context early (barge-in, hang-up) sends ``cancel``. Word timestamps
+come back with the audio and tell the session which words the caller heard when they
+interrupt.
 
 Timers, as for SSE: ``connect_timeout_s`` for the socket, ``first_audio_timeout_s`` from
 the first push to the first audio, and ``idle_timeout_s`` for a gap in the audio while
@@ -20,27 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-
 from audio.resample import StreamResampler, nearest_supported_rate
 from config.logs import get_logger
 from config.settings import CartesiaSettings
-from pipeline.providers.base import ProviderError, ProviderTimeout, status_error
+from pipeline.providers.base import ProviderError, ProviderTimeout
+from pipeline.providers.cartesia_socket import CLOSED, REOPEN, CartesiaSocket, CartesiaSocketPool
 from pipeline.providers.cartesia_tts import CARTESIA_RATES, decode_audio, error_event
+from pipeline.retry import RetryPolicy
 
 log = get_logger("CARTESIA")
 
 _PROVIDER = "cartesia"
 _QUEUE_MESSAGES = 2000  # per context: well over a minute of audio; past it the reader is stuck
 _CANCEL_SEND_S = 0.5
-_CLOSED = "closed"  # internal message type: the socket went away
 
 
 def websocket_url(base_url: str) -> str:
@@ -52,65 +51,13 @@ def websocket_url(base_url: str) -> str:
     return base + "/tts/websocket"
 
 
-class _Socket:
-    """One connection and the task that routes its messages to their contexts."""
-
-    def __init__(self, conn: ClientConnection) -> None:
-        self.conn = conn
-        self.routes: dict[str, asyncio.Queue[dict[str, Any]]] = {}
-        self.closed = False
-        self.reader = asyncio.create_task(self._read(), name="cartesia-ws-reader")
-
-    @property
-    def usable(self) -> bool:
-        return not self.closed
-
-    async def send(self, message: dict[str, Any]) -> None:
-        try:
-            await self.conn.send(json.dumps(message))
-        except ConnectionClosed as exc:
-            self.closed = True
-            raise ProviderError(_PROVIDER, f"socket closed ({exc})", retryable=True) from exc
-
-    async def _read(self) -> None:
-        reason = "closed by the server"
-        try:
-            async for raw in self.conn:
-                message = json.loads(raw)
-                if not isinstance(message, dict):
-                    continue
-                queue = self.routes.get(message.get("context_id") or "")
-                if queue is None:
-                    continue  # a cancelled or finished context: its late messages are dropped
-                try:
-                    queue.put_nowait(message)
-                except asyncio.QueueFull:
-                    self.routes.pop(message["context_id"], None)
-                    log.error("A context's audio is not being read; dropping the context")
-        except ConnectionClosed as exc:
-            reason = f"closed ({exc})"
-        except ValueError:
-            reason = "sent a message that is not JSON"
-        finally:
-            self.closed = True
-            for queue in self.routes.values():
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait({"type": _CLOSED, "reason": reason})
-
-    async def aclose(self) -> None:
-        self.closed = True
-        await self.conn.close()
-        self.reader.cancel()
-        await asyncio.gather(self.reader, return_exceptions=True)
-
-
 class CartesiaContext:
     """One reply's context (see :class:`pipeline.providers.base.SpeechContext`)."""
 
     def __init__(
         self,
         owner: CartesiaWebSocketTTS,
-        socket: _Socket,
+        socket: CartesiaSocket,
         sample_rate: int,
         request: dict[str, Any],
     ) -> None:
@@ -120,8 +67,7 @@ class CartesiaContext:
         self._socket = socket
         self._rate = sample_rate
         self._request = request
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_QUEUE_MESSAGES)
-        socket.routes[self.context_id] = self._queue
+        self._queue = socket.route(self.context_id)
         self._pushed = asyncio.Event()
         self._words_pushed = 0
         self._first_push_at: float | None = None
@@ -205,7 +151,7 @@ class CartesiaContext:
             elif kind == "done" or message.get("done") is True:
                 self.finished = True
                 break
-            elif kind == _CLOSED:
+            elif kind == CLOSED:
                 raise ProviderError(_PROVIDER, f"socket {message['reason']}", retryable=True)
         if resampler is not None:
             tail = resampler.process(b"", last=True)
@@ -231,89 +177,59 @@ class CartesiaWebSocketTTS:
         *,
         contexts_per_socket: int = 32,
         timestamps: bool = True,
+        pool: CartesiaSocketPool | None = None,
+        reopen: RetryPolicy = REOPEN,
     ) -> None:
-        self.url = websocket_url(settings.base_url)
         api_key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
         # Headers, not the documented ?api_key= query: a URL ends up in logs, a header not.
-        self._headers = {"X-API-Key": api_key, "Cartesia-Version": settings.version}
+        headers = {"X-API-Key": api_key, "Cartesia-Version": settings.version}
+        self._owns_pool = pool is None
+        self.pool = pool or CartesiaSocketPool(
+            websocket_url(settings.base_url),
+            headers,
+            connect_timeout_s=settings.connect_timeout_s,
+            contexts_per_socket=contexts_per_socket,
+            queue_max=_QUEUE_MESSAGES,
+            reopen=reopen,
+        )
+        self.url = self.pool.url
         self.voice_id = settings.voice_id or ""
         self.model = settings.model
         self.language = settings.language
-        self.connect_timeout_s = settings.connect_timeout_s
         self.first_audio_timeout_s = settings.first_audio_timeout_s
         self.idle_timeout_s = settings.idle_timeout_s
-        self.contexts_per_socket = contexts_per_socket
         self.timestamps = timestamps
-        self._sockets: list[_Socket] = []
-        self._connecting: asyncio.Lock | None = None
-        self.sockets_opened = 0
+
+    def speaking(self, settings: CartesiaSettings) -> CartesiaWebSocketTTS:
+        """Another voice or language (``settings``) on this one's sockets: the voice is
+        part of every request, so one process needs no second socket for it."""
+        return CartesiaWebSocketTTS(settings, timestamps=self.timestamps, pool=self.pool)
+
+    @property
+    def sockets_opened(self) -> int:
+        return self.pool.opened
+
+    def status(self) -> dict[str, Any]:
+        """For /health: the transport and its sockets."""
+        return {"transport": "websocket", **self.pool.status()}
 
     def cache_key(self, text: str, sample_rate: int) -> tuple[str, ...]:
         # The same voice and model as over SSE: cached lines are the same audio.
         return (self.name, self.model, self.voice_id, self.language, str(sample_rate), text)
 
-    # --- sockets ---------------------------------------------------------------------------
-
-    async def _socket(self) -> _Socket:
-        """The least busy open socket, or a new one when all are full (or none is open)."""
-        self._sockets = [s for s in self._sockets if s.usable]
-        best = min(self._sockets, key=lambda s: len(s.routes), default=None)
-        if best is not None and len(best.routes) < self.contexts_per_socket:
-            return best
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:  # one connect at a time: a burst of turns shares it
-            self._sockets = [s for s in self._sockets if s.usable]
-            best = min(self._sockets, key=lambda s: len(s.routes), default=None)
-            if best is not None and len(best.routes) < self.contexts_per_socket:
-                return best
-            socket = await self._connect()
-            self._sockets.append(socket)
-            return socket
-
-    async def _connect(self) -> _Socket:
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                conn = await connect(
-                    self.url,
-                    additional_headers=self._headers,
-                    open_timeout=None,
-                    max_size=2**22,
-                    compression=None,
-                )
-        except TimeoutError as exc:
-            raise ProviderTimeout(_PROVIDER, "connect", self.connect_timeout_s) from exc
-        except InvalidStatus as exc:
-            response = exc.response
-            body = response.body.decode("utf-8", "replace")[:200] if response.body else ""
-            raise status_error(
-                _PROVIDER, response.status_code, body or "handshake refused"
-            ) from exc
-        except (OSError, WebSocketException) as exc:
-            raise ProviderError(_PROVIDER, f"cannot connect: {exc!r}", retryable=True) from exc
-        self.sockets_opened += 1
-        log.info(
-            "Socket open | sockets=%d connect_ms=%.0f",
-            len(self._sockets) + 1,
-            (time.monotonic() - started) * 1000,
-        )
-        return _Socket(conn)
-
     async def warm_connections(self, connections: int) -> int:
         """Open the first socket (or re-open it); it serves many contexts at once."""
         try:
-            await self._socket()
+            await self.pool.ensure_open()
         except ProviderError as exc:
             log.warning("Warm-up failed: %s", exc)
             return 0
         return connections
 
     async def aclose(self) -> None:
-        sockets, self._sockets = self._sockets, []
-        for socket in sockets:
-            with contextlib.suppress(Exception):
-                await socket.aclose()
+        """Close the sockets (a voice sharing another's sockets leaves them to it)."""
+        if self._owns_pool:
+            await self.pool.aclose()
 
     # --- contexts ----------------------------------------------------------------------------
 
@@ -333,13 +249,13 @@ class CartesiaWebSocketTTS:
             "add_timestamps": self.timestamps,
             "max_buffer_delay_ms": 0,  # whole sentences arrive: voice each one at once
         }
-        socket = await self._socket()
+        socket = await self.pool.acquire()
         ctx = CartesiaContext(self, socket, sample_rate, request)
         started = time.monotonic()
         try:
             yield ctx
         finally:
-            socket.routes.pop(ctx.context_id, None)
+            socket.unroute(ctx.context_id)
             if not ctx.finished:
                 await ctx.cancel()
                 log.info("Context cancelled | context=%s", ctx.context_id[:8])

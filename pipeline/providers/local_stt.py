@@ -18,7 +18,11 @@ caller frame as it arrives and decides where an utterance starts and ends:
   dropped.
 
 Finals come out in utterance order (one transcriber task per call, a short bounded line
-of utterances). Per-call state is a VAD instance from the pool and a few seconds of PCM.
+of utterances). Per-call state is the VAD's state (a few KB; the model is the process's
+one, its windows batched with every other call's off the loop) and a few seconds of PCM.
+``send_audio`` only buffers: a VAD task per call feeds the buffer to the detector and
+reacts to its events; a VAD more than ``MAX_VAD_BEHIND_MS`` behind skips that audio as
+silence (the box is overloaded) rather than let the buffer grow.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ TAIL_MS = 150  # audio kept after the speech end
 MAX_PENDING_UTTERANCES = 4  # a caller this far ahead of the transcriber loses the oldest
 MAX_EVENTS = 256
 SPECULATE_MS = 240  # quiet this long: start transcribing, in case it is the end (commas: less)
+MAX_VAD_BEHIND_MS = 10_000  # caller audio the VAD may have left to score (bounded buffer)
+VAD_CHUNK_MS = 320  # the VAD task scores at most this much audio per push
 # Interims only while a transcription takes at most this many seconds per second of audio
 # (recent jobs, smoothed): ~0.25 on an idle 2-core box, 0.7 and more on a loaded one.
 MAX_INTERIM_RTF = 0.5
@@ -95,11 +101,9 @@ class LocalSTT:
 
     @asynccontextmanager
     async def stream(self, sample_rate: int) -> AsyncIterator[LocalSTTStream]:
-        rate = VoiceActivityDetector.vad_rate(sample_rate)
-        engine = self._vad.try_acquire(rate)
-        if engine is None:  # more calls than ever before: build one more, off the loop
-            engine = await asyncio.to_thread(self._vad.build, rate)
-        detector = VoiceActivityDetector(self._vad, engine, sample_rate, self._settings.segmenter)
+        if not self._vad.loaded:  # normally warmed at start-up
+            await asyncio.to_thread(self._vad.load)
+        detector = VoiceActivityDetector(self._vad, sample_rate, self._settings.segmenter)
         stream = LocalSTTStream(self, detector, sample_rate, self._settings)
         try:
             yield stream
@@ -107,18 +111,17 @@ class LocalSTT:
             await stream.aclose()
 
     async def warm(self) -> None:
-        """Load and warm Moonshine, and build VAD instances, off the loop (once per process)."""
+        """Load and warm Moonshine and the VAD, off the loop (once per process)."""
         if not self._model.loaded:
             await asyncio.to_thread(self._model.warm)
-        for rate in (8000, 16000):
-            if self._vad.idle(rate) == 0:
-                await asyncio.to_thread(self._vad.warm, 2, (rate,))
+        if not self._vad.loaded:
+            await asyncio.to_thread(self._vad.warm)
 
     def stats(self) -> dict[str, float | int]:
         return {
             **self._pool.stats(),
             "audio_s": round(self.audio_s, 3),
-            "vads": self._vad.built,
+            **self._vad.stats(),
             "rtf": -1.0 if self.rtf is None else round(self.rtf, 3),
             "interims_skipped": self.interims_skipped,
         }
@@ -179,6 +182,10 @@ class LocalSTTStream:
         self._audio = bytearray()  # recent caller PCM at the call's rate
         self._audio_start = 0  # stream byte offset of _audio[0]
         self._received = 0  # stream bytes received
+        self._fed = 0  # stream bytes handed to the VAD
+        self._max_behind = int(MAX_VAD_BEHIND_MS * self._bytes_per_ms) & ~1
+        self._chunk = int(VAD_CHUNK_MS * self._bytes_per_ms) & ~1
+        self._arrived = asyncio.Event()  # audio the VAD has not seen
         self._utterance_start: int | None = None  # stream byte offset, while speaking
         self._utterances = 0
         self._interim_for: int | None = None  # utterance number an interim was started for
@@ -189,6 +196,7 @@ class LocalSTTStream:
         self._guess: _Guess | None = None
         self._speculate_ms = min(SPECULATE_MS, settings.segmenter.end_ms / 2)
         self._closed = False
+        self._listener = asyncio.create_task(self._listen(), name="stt-vad")
 
     # -- STTStream ------------------------------------------------------------------------
 
@@ -197,27 +205,57 @@ class LocalSTTStream:
             return
         self._audio += pcm
         self._received += len(pcm)
-        for event in self._detector.push(pcm):
-            self._on_vad(event)
-        if self._utterance_start is None:
-            excess = len(self._audio) - self._idle_keep
-            if excess > 0:
-                excess &= ~1
-                del self._audio[:excess]
-                self._audio_start += excess
-        else:
-            self._speculate()
-            talking = self._detector.segmenter.silence_ms == 0  # a pause may be the end
-            if self._interim_ms > 0 and talking and self._interim_for != self._utterances:
-                heard_ms = (self._received - self._utterance_start) / self._bytes_per_ms
-                if heard_ms >= self._interim_ms + PREROLL_MS:
-                    self._start_interim()
+        self._arrived.set()
 
     async def events(self) -> AsyncIterator[STTEvent]:
         while (event := await self._events.get()) is not None:
             yield event
 
     # -- VAD ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """The VAD on the buffered audio, in order; its events, then what they lead to."""
+        try:
+            while True:
+                await self._arrived.wait()
+                self._arrived.clear()
+                while self._fed < self._received:
+                    behind = self._received - self._fed
+                    if behind > self._max_behind:
+                        skip = (behind - self._chunk) & ~1
+                        log.warning(
+                            "VAD %.0f ms behind: skipping it as silence",
+                            behind / self._bytes_per_ms,
+                        )
+                        events = self._detector.skip(skip)
+                        self._fed += skip
+                    else:
+                        end = min(self._received, self._fed + self._chunk)
+                        pcm = self._slice(self._fed, end)
+                        events = await self._detector.push(pcm)
+                        self._fed = end
+                    for event in events:
+                        self._on_vad(event)
+                    self._heard()
+        except Exception:  # the model failed: nothing can end an utterance now
+            log.exception("The VAD failed; local speech recognition stops for this call")
+            with contextlib.suppress(asyncio.QueueFull):
+                self._events.put_nowait(None)
+
+    def _heard(self) -> None:
+        """After the VAD has scored up to ``_fed``: trim, speculate, interim."""
+        if self._utterance_start is None:
+            excess = (self._fed - self._idle_keep - self._audio_start) & ~1
+            if excess > 0:
+                del self._audio[:excess]
+                self._audio_start += excess
+            return
+        self._speculate()
+        talking = self._detector.segmenter.silence_ms == 0  # a pause may be the end
+        if self._interim_ms > 0 and talking and self._interim_for != self._utterances:
+            heard_ms = (self._fed - self._utterance_start) / self._bytes_per_ms
+            if heard_ms >= self._interim_ms + PREROLL_MS:
+                self._start_interim()
 
     def _offset(self, at_ms: float) -> int:
         return int(at_ms * self._bytes_per_ms) & ~1
@@ -331,6 +369,7 @@ class LocalSTTStream:
         if self._closed:
             return
         self._closed = True
+        await cancel_and_wait(self._listener)
         guess = None if self._guess is None else self._guess.task
         for task in (self._transcriber, self._interim, guess):
             if task is not None:

@@ -4,7 +4,9 @@ A turn's first LLM request and first TTS request would otherwise pay for TCP (an
 set-up: at start-up (the first call) and after every pause longer than the HTTP pool's
 idle limit. Each provider that talks HTTP offers ``warm(n)``: ``n`` concurrent cheap
 requests, so ``n`` connections are open in its pool afterwards. Any HTTP answer counts,
-even an error status: what is warmed is the connection, not the endpoint.
+even an error status: what is warmed is the connection, not the endpoint. Cartesia over
+its WebSocket (the default) warms by opening its one socket, or reopening it if it is gone
+(it also reopens itself the moment it drops, :mod:`pipeline.providers.cartesia_socket`).
 """
 
 from __future__ import annotations
