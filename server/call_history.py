@@ -1,9 +1,9 @@
 """Recent calls for the playground's history view, behind one small reader interface.
 
-Today the reader is the in-memory event hub (:class:`HubHistory`): the last calls of this
-process, as their events tell them. A records store (a database of every call) can take
-its place by implementing :class:`CallHistory` and being set as ``AppState.history``; the
-page and its routes do not change, as both readers answer in the same JSON shapes.
+Two readers answer in the same JSON shapes, so the page does not care which one it gets:
+the in-memory event hub (:class:`HubHistory`: the last calls of this process, as their
+events tell them) and, when call records are on, the records database with the hub beside
+it (:class:`server.records_history.RecordsHistory`). Each row says where it came from.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class CallSummary:
     end_reason: str | None  # None while the call runs
     active: bool
     sample_rate: int | None = None
+    source: str = "memory"  # "records": read from the records database
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +51,11 @@ class CallDetail:
     events: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"call": self.summary.to_dict(), "events": self.events}
+        return {
+            "call": self.summary.to_dict(),
+            "events": self.events,
+            "source": self.summary.source,
+        }
 
 
 class CallHistory(Protocol):

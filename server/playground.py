@@ -4,7 +4,8 @@ The page (``server/web/``, plain ES modules and an AudioWorklet, no build step) 
 more Stream Node: it speaks the Knowlarity protocol to ``/voice`` itself. What the wire
 protocol does not carry (transcripts, turn timings, barge-ins) it reads from
 ``/calls/{id}/events`` (:mod:`server.call_feed`); the history view reads ``GET /calls``
-and ``GET /calls/{id}``. Those three are guarded like ``/voice``: the stream token
+and ``GET /calls/{id}`` (from the call records store when records are on, see
+:mod:`server.records_history`). Those three are guarded like ``/voice``: the stream token
 (``Authorization: Bearer`` on HTTP, ``?token=`` on the WebSocket) and the IP allow-list.
 """
 
@@ -25,6 +26,8 @@ from config.settings import Settings
 from server.admission import access_refusal, client_address
 from server.call_feed import CallFeeds
 from server.call_history import CallHistory, HubHistory
+from server.operations import Operations
+from server.records_history import RecordsHistory
 from server.state import AppState
 from server.worker_relay import WorkerRelay, relay_dir
 from server.workers import worker_index
@@ -51,16 +54,16 @@ PAGE_HEADERS = {
 
 
 def history_source(app: FastAPI) -> CallHistory:
-    """A records store set as ``app.state.call_history`` wins; else the event hubs (this
-    process's, and under ``--workers`` its siblings' through the relay)."""
-    store: CallHistory | None = getattr(app.state, "call_history", None)
-    if store is not None:
-        return store
+    """The call records store when records are on, with memory beside it for the calls it
+    has not caught up with; else memory alone: the event hubs (this process's, and under
+    ``--workers`` its siblings' through the relay)."""
     relay: WorkerRelay | None = getattr(app.state, "worker_relay", None)
-    if relay is not None:
-        return relay
     state: AppState = app.state.voice
-    return HubHistory(state.events)
+    memory: CallHistory = relay if relay is not None else HubHistory(state.events)
+    ops: Operations | None = getattr(app.state, "ops", None)
+    if ops is not None and ops.store is not None:
+        return RecordsHistory(ops.store, memory)
+    return memory
 
 
 def _with_worker_relay(app: FastAPI, feeds: CallFeeds) -> None:

@@ -5,7 +5,8 @@ Each browser scenario takes ``start_stack`` and runs unchanged on every stack li
 takes its words from a script, one transcript per utterance it hears); ``local`` is the
 keyless stack (real Moonshine STT, the FAQ agent on ``agents/example.yaml``, Piper TTS),
 which hears the fixtures' real words and answers from the agent file. A stack also says
-how long its greeting takes and how long to wait before talking over its answer.
+how long the caller stays quiet at first, so the greeting plays out before the question.
+Both run by default; ``PLAYGROUND_STACKS=fakes`` (or ``local``) runs one of them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ from server.application import create_app
 from testkit import AppServer, FakeProviders, llm
 from tests.conftest import VoiceServer, make_settings
 
-# ``local`` is left out of the default run: its browser scenarios failed under CI-like load
-# (the local recogniser split or missed the fake microphone's question at some VAD cuts).
-# Run them with PLAYGROUND_STACKS=fakes,local until that is fixed at its cause.
-STACKS = os.environ.get("PLAYGROUND_STACKS", "fakes").split(",")
+STACKS = os.environ.get("PLAYGROUND_STACKS", "fakes,local").split(",")
 LOCAL = {"stt_provider": "local", "llm_provider": "local", "tts_provider": "local"}
 WARM_TIMEOUT_S = 120.0  # the local models load once per process; a shared 2-core box
 
@@ -38,7 +36,6 @@ class Stack:
     server: VoiceServer
     fakes: FakeProviders | None = None
     greeting_s: float = 3.5  # the caller stays silent this long: the greeting plays out
-    interrupt_after_s: float = 4.0  # after the question: the answer is playing by then
 
     def script(self, heard: list[str], replies: list[str]) -> None:
         """What the fake STT hears per utterance and what the fake LLM answers."""
@@ -74,7 +71,7 @@ async def open_stack(name: str, **overrides: Any) -> AsyncIterator[Stack]:
             yield Stack(name, voice, fakes)
     elif name == "local":
         async with _serving({}, {**LOCAL, **overrides}) as voice:
-            yield Stack(name, voice, greeting_s=6.0, interrupt_after_s=5.0)
+            yield Stack(name, voice, greeting_s=6.0)
     else:
         raise ValueError(f"unknown stack {name!r}")
 

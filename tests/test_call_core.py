@@ -82,15 +82,18 @@ def call(
     body: Callable[[Rig], Awaitable[None]],
     turn_taking: TurnTakingConfig | None = None,
     vad: SileroVadModel | None = None,
+    tts: ToneTTS | None = None,
+    line_type: type[MemoryLine] = MemoryLine,
+    llm_type: type[ScriptedLLM] = ScriptedLLM,
     **config: Any,
 ) -> None:
     """Run ``body`` against a fresh call on a virtual-time loop."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        tts = ToneTTS(ms_per_line=0.0, ms_per_char=MS_PER_CHAR)
-        stt, llm = ScriptedSTT(), ScriptedLLM(script)
-        line = MemoryLine(16000, 100, clock=loop.time)
+        voice = tts or ToneTTS(ms_per_line=0.0, ms_per_char=MS_PER_CHAR)
+        stt, llm = ScriptedSTT(), llm_type(script)
+        line = line_type(16000, 100, clock=loop.time)
         rig_events: list[CallEvent] = []
 
         class Sink:
@@ -101,14 +104,14 @@ def call(
             record=CallRecord("call-virtual"),
             config=AgentConfig(greeting=GREETING, system_prompt="system", **config),
             # No cache: every line is synthesised, so the TTS sees the whole conversation.
-            providers=Providers(stt=stt, llm=llm, tts=tts, cache=SpeechCache(max_entries=0)),
+            providers=Providers(stt=stt, llm=llm, tts=voice, cache=SpeechCache(max_entries=0)),
             line=line,
             events=Sink(),
             clock=loop.time,
             turn_taking=turn_taking,
             vad=vad,
         )
-        rig = Rig(session, stt, llm, tts, line, rig_events)
+        rig = Rig(session, stt, llm, voice, line, rig_events)
         rig.call = asyncio.create_task(session.run())
         await rig.until(lambda: rig.line.actions and not session.bot_busy())  # greeting heard
         await body(rig)

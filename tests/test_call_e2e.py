@@ -97,6 +97,9 @@ async def test_greeting_then_streamed_reply(
     (timings,) = [e for e in events if isinstance(e, TurnTimings)]
     assert timings.turn == 1 and timings.outcome == "answered"
     assert timings.stt_final_ms is not None and timings.llm_first_token_ms is not None
+    # The local VAD heard where the question stopped, before the STT's endpointing did.
+    assert timings.end_of_speech_ms is not None
+    assert 0 < timings.end_of_speech_ms < timings.stt_final_ms
     assert timings.tts_first_audio_ms is not None and timings.first_audio_sent_ms is not None
     assert (
         timings.stt_final_ms

@@ -4,12 +4,15 @@ session, and the line shows what the caller heard (in-memory providers, no socke
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from pipeline.events import BargeIn, TurnTimings
+from pipeline.providers.base import LLMEvent, Message, ToolSpec
 from pipeline.turntaking.config import TurnTakingConfig
 from pipeline.turntaking.preemptive import PreemptiveConfig
+from testkit.memory import ScriptedLLM, ToneTTS
 from tests.test_call_core import GREETING, LONG, Rig, call
 
 SPECULATIVE = TurnTakingConfig(preemptive=PreemptiveConfig(enabled=True, quiet_ms=150))
@@ -63,6 +66,40 @@ def test_sustained_speech_without_words_interrupts_at_the_end_of_the_window() ->
         assert barge.heard_text == "One two three four five"  # 1.4 s of 2.5 s: 5.6 words
 
     call([LONG], body, turn_taking=NO_SPECULATION)
+
+
+class SlowCloseLLM(ScriptedLLM):
+    """An LLM whose response stream takes a while to close (an HTTP stream winding down)."""
+
+    async def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncIterator[LLMEvent]:
+        try:
+            async for event in super().stream(messages, tools):
+                yield event
+        finally:
+            await asyncio.sleep(0.5)
+
+
+def test_no_audio_of_an_interrupted_reply_follows_its_kill() -> None:
+    """While the interrupted reply winds down (its LLM stream closing), its TTS goes on
+    rendering sentences (one every 0.3 s): none of them may reach the line after the
+    killAudio."""
+    sentences = " ".join(f"Sentence number {n}." for n in range(1, 31))
+
+    async def body(rig: Rig) -> None:
+        rig.stt.say("Tell me everything.")
+        await rig.until(lambda: rig.session.playout.speaking())
+        await asyncio.sleep(1.0)
+        rig.session.voice_activity(True)  # sustained speech: interrupted after the window
+        await rig.until(lambda: "clear" in rig.line.kinds())
+        await asyncio.sleep(3.0)
+        kinds = rig.line.kinds()
+        assert "play" not in kinds[kinds.index("clear") :], kinds
+        assert len(rig.of(BargeIn)) == 1
+
+    voice = ToneTTS(ms_per_line=0.0, delay_s=0.3, ms_per_char=50.0)
+    call([sentences], body, turn_taking=NO_SPECULATION, tts=voice, llm_type=SlowCloseLLM)
 
 
 def test_an_ok_after_a_statement_is_held_and_said_with_the_next_question() -> None:

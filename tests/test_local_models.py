@@ -29,13 +29,19 @@ AGENT = load_agent_file(EXAMPLE)
 MATCHER = FaqMatcher(AGENT.faq, AGENT.transfer_phrases)
 
 
-async def stream_fixture(name: str, rate: int | None = None) -> list[STTEvent]:
+def local_stt(pool: InferencePool) -> LocalSTT:
+    return LocalSTT(MoonshineModel.shared(), SileroVadModel.shared(), pool, LocalSTTSettings())
+
+
+async def stream_fixture(
+    name: str, rate: int | None = None, stt: LocalSTT | None = None
+) -> list[STTEvent]:
     """Feed a fixture (then silence) through a real local STT stream, as 20 ms frames."""
     wav = read_wav_file(FIXTURES / name)
     rate = rate or wav.sample_rate
     pcm = resample(wav.pcm, wav.sample_rate, rate) + bytes(rate * 2)
     pool = InferencePool("test-stt", 1)
-    stt = LocalSTT(MoonshineModel.shared(), SileroVadModel.shared(), pool, LocalSTTSettings())
+    stt = stt or local_stt(pool)
     events: list[STTEvent] = []
     async with stt.stream(rate) as stream:
 
@@ -76,6 +82,32 @@ async def test_the_stream_hears_one_utterance_and_transcribes_it(
     match = MATCHER.match(final.text)
     topic = "transfer" if match.kind is MatchKind.TRANSFER else match.entry and match.entry.topic
     assert topic == expected, f"heard {final.text!r}"
+
+
+async def test_a_slow_recogniser_leaves_out_the_interim_not_the_final() -> None:
+    """On a loaded CPU an interim would outlast the utterance and hold up its final."""
+    stt = local_stt(InferencePool("test-stt", 1))
+    stt.rtf = 2.0  # as measured on a loaded box: 2 s of work per second of speech
+    events = await stream_fixture("ask_hours.wav", stt=stt)
+    await stt.aclose()
+    assert [e.kind for e in events] == [STTEventKind.SPEECH_STARTED, STTEventKind.FINAL]
+    assert "opening hours" in events[-1].text.lower() and stt.interims_skipped == 1
+    assert stt.rtf is not None and stt.rtf < 2.0  # the final's job was measured
+
+
+def test_interims_follow_the_measured_speed() -> None:
+    stt = local_stt(InferencePool("unused", 1))  # nothing runs on it
+    speeds = [stt.fast]  # nothing measured yet: assume an idle box
+    stt._measured(0.3)
+    speeds.append(stt.fast)
+    for _ in range(3):
+        stt._measured(1.2)  # the box got busy: smoothed, it takes a few jobs to tell
+    speeds.append(stt.fast)
+    for _ in range(6):
+        stt._measured(0.25)
+    speeds.append(stt.fast)
+    assert speeds == [True, True, False, True]
+    assert stt.stats()["rtf"] == round(stt.rtf or 0, 3) > 0
 
 
 def test_moonshine_transcribes_8k_and_16k_alike() -> None:

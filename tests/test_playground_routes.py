@@ -20,10 +20,12 @@ from pipeline.events import (
     AgentSpeech,
     CallEnded,
     CallerSpeech,
+    CallEvent,
     CallEventHub,
     CallStarted,
     TurnTimings,
 )
+from records.accumulator import CallAccumulator
 from server.call_history import HubHistory, summarise
 from tests.conftest import StartServer, VoiceServer
 
@@ -33,10 +35,14 @@ TOKEN = "pgtok-Rb4Tn8Zq2Lc6Vx1Hw"
 
 
 def _publish_call(server: VoiceServer, call_id: str, *, ended: bool = True) -> None:
-    hub = server.state.events
-    hub.publish(CallStarted(call_id=call_id, sample_rate=8000, language="en", started_at=1e9))
-    hub.publish(CallerSpeech(call_id=call_id, phase="final", text="hello", at_ms=900.0))
-    hub.publish(
+    for event in _call_events(call_id, ended=ended):
+        server.state.events.publish(event)
+
+
+def _call_events(call_id: str, *, ended: bool = True, started_at: float = 1e9) -> list[CallEvent]:
+    events: list[CallEvent] = [
+        CallStarted(call_id=call_id, sample_rate=8000, language="en", started_at=started_at),
+        CallerSpeech(call_id=call_id, phase="final", text="hello", at_ms=900.0),
         TurnTimings(
             call_id=call_id,
             turn=1,
@@ -45,11 +51,11 @@ def _publish_call(server: VoiceServer, call_id: str, *, ended: bool = True) -> N
             llm_first_token_ms=1200.0,
             tts_first_audio_ms=1350.0,
             first_audio_sent_ms=1360.0,
-        )
-    )
-    hub.publish(AgentSpeech(call_id=call_id, turn=1, text="Hi.", heard="Hi.", at_ms=1400.0))
+        ),
+        AgentSpeech(call_id=call_id, turn=1, text="Hi.", heard="Hi.", at_ms=1400.0),
+    ]
     if ended:
-        hub.publish(
+        events.append(
             CallEnded(
                 call_id=call_id,
                 reason="caller_hangup",
@@ -60,6 +66,7 @@ def _publish_call(server: VoiceServer, call_id: str, *, ended: bool = True) -> N
                 at_ms=4200.0,
             )
         )
+    return events
 
 
 def _feed_url(server: VoiceServer, call_id: str, token: str | None = None) -> str:
@@ -85,7 +92,7 @@ async def test_the_page_and_its_assets_are_served_from_the_app(start_server: Sta
             "token_required": False,
             "sample_rates": [8000, 16000],
             "default_sample_rate": 16000,
-            "history_source": "memory",
+            "history_source": "records",  # call records are on by default
         }
 
 
@@ -100,7 +107,7 @@ async def test_the_playground_can_be_switched_off(start_server: StartServer) -> 
 
 
 async def test_history_lists_calls_newest_first_and_opens_one(start_server: StartServer) -> None:
-    server = await start_server()
+    server = await start_server(records_enabled=False)  # memory alone
     _publish_call(server, "call-a")
     _publish_call(server, "call-b", ended=False)
     async with httpx.AsyncClient(base_url=server.http_url) as http:
@@ -117,6 +124,7 @@ async def test_history_lists_calls_newest_first_and_opens_one(start_server: Star
             "end_reason": "caller_hangup",
             "active": False,
             "sample_rate": 8000,
+            "source": "memory",
         }
         assert rows["call-b"]["active"] and rows["call-b"]["end_reason"] is None
         assert rows["call-b"]["turns"] == 1
@@ -132,6 +140,30 @@ async def test_history_lists_calls_newest_first_and_opens_one(start_server: Star
         ]
         missing = await http.get("/calls/nope")
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        config = (await http.get("/playground/config")).json()
+        assert config["history_source"] == "memory"
+
+
+async def test_with_call_records_on_the_history_reads_the_store(start_server: StartServer) -> None:
+    server = await start_server()
+    store = server.app.state.ops.store
+    # A call this process never held (another replica's, or before a restart): only stored.
+    elsewhere = CallAccumulator("call-stored", server="other:1", mask=True, now=2e9)
+    for event in _call_events("call-stored", started_at=2e9):
+        elsewhere.add(event)
+    await store.upsert([elsewhere.record])
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        listing = (await http.get("/calls")).json()
+        assert listing["source"] == "records"
+        row = next(r for r in listing["calls"] if r["call_id"] == "call-stored")
+        assert row["source"] == "records" and row["end_reason"] == "caller_hangup"
+        assert (row["turns"], row["duration_s"]) == (1, 4.2)
+        detail = (await http.get("/calls/call-stored")).json()
+        assert detail["source"] == "records" and not server.state.events.known("call-stored")
+        by_kind = {e["kind"]: e for e in detail["events"]}
+        assert by_kind["caller_speech"]["text"] == "hello"
+        assert by_kind["agent_speech"]["text"] == "Hi."
+        assert by_kind["turn_timings"]["llm_first_token_ms"] == 1200.0
 
 
 async def test_history_and_feeds_are_guarded_like_voice(start_server: StartServer) -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.call.listening import Listening
 from pipeline.providers.base import STTEvent, STTEventKind
 from pipeline.turntaking.barge_in import Action, BargeInConfig, Decision
 from pipeline.turntaking.config import TurnTakingConfig
@@ -286,3 +287,18 @@ def test_any_event_sequence_keeps_the_deadline_moving(steps: list[tuple[float, A
 
 def _is_interrupt(item: Command | str) -> bool:
     return isinstance(item, Decision) and item.action is Action.INTERRUPT
+
+
+def test_a_reply_knows_where_the_caller_stopped_once() -> None:
+    """The VAD's offset, less its hangover, is the end of speech a reply's timings start
+    from; an onset clears it, and a reply takes it once."""
+    config = TurnTakingConfig()
+    listening = Listening(config, started=0.0)
+    assert listening.take_end_of_speech() is None  # no VAD: unknown
+    listening.vad(True, 1.0)
+    listening.vad(False, 2.5)  # confirmed after end_ms of quiet
+    listening.vad(True, 2.7)  # ... but they went on
+    assert listening.take_end_of_speech() is None
+    listening.vad(False, 4.128)
+    assert listening.take_end_of_speech() == pytest.approx(4.128 - config.vad.end_ms / 1000)
+    assert listening.take_end_of_speech() is None  # the next reply's utterance had no VAD

@@ -82,11 +82,13 @@ class TurnCommands:
         """Caller speech the bot must yield to: barge-in."""
         s = self._session
         words = s.listening.turns.utterance_text
-        task = s._turn_task
         now = s._clock()
         if s.playout.speaking():
-            if task is not None:
-                task.cancel()  # before killAudio, so no chunk of this turn follows it
+            # No chunk of this turn may follow the killAudio: hold the playout, and end the
+            # turn with every task it started (its TTS feeder can still queue audio until
+            # the turn's cancellation reaches it) before the kill lifts the hold.
+            s.playout.hold("interrupt")
+            await s._cancel_turn()
             await s.playout.kill()
             s.record.barge_ins += 1
             ws_log.info(
@@ -95,7 +97,6 @@ class TurnCommands:
                 since,
                 words[:60],
             )
-            await s._cancel_turn()
             turn = s._speaker.audible_turn if s._speaker is not None else None
             heard = heard_text(turn.spans, now) if turn is not None else ""
             if turn is not None and turn.history_entry is not None:
@@ -116,7 +117,7 @@ class TurnCommands:
             return
         await s._cancel_turn()
         text = s.listening.claim(command.text, speculative=command.speculative)
-        turn = Turn(text, started=s._clock())
+        turn = Turn(text, started=s._clock(), end_of_speech_at=s.listening.take_end_of_speech())
         if command.speculative:
             turn.speculative = True
             self.speculative = turn

@@ -81,6 +81,7 @@ class CallFeed:
                 call_id=self.call_id,
                 turn=turn.number,
                 user_text=turn.user_text or "",
+                end_of_speech_ms=self._rel(turn.end_of_speech_at),
                 stt_final_ms=self._rel(turn.started),
                 llm_first_token_ms=self._rel(turn.llm_first_token_at),
                 tts_first_audio_ms=self._rel(turn.tts_first_audio_at),

@@ -32,10 +32,13 @@ log = get_logger("SESSION")
 class Listening:
     def __init__(self, config: TurnTakingConfig, *, started: float) -> None:
         self.turns = TurnTaker(config)
+        self._end_lag_s = config.vad.end_ms / 1000  # the VAD calls an end this late
         self._carry = ""
         self._speculative_prefix = ""  # carried words a speculative reply took along
         self.caller_active_at = started  # last caller speech the VAD or recogniser reported
         self.onset_at: float | None = None  # the caller's latest speech onset (VAD)
+        # Where the caller's speech stopped, by the VAD; None while they speak (or no VAD).
+        self.speech_ended_at: float | None = None
         self.last_line = ""  # what the bot said last: a question makes a lone "yes" a turn
 
     # -- inputs ------------------------------------------------------------------------------
@@ -44,6 +47,9 @@ class Listening:
         self.caller_active_at = at
         if speech:
             self.onset_at = at
+            self.speech_ended_at = None
+        else:
+            self.speech_ended_at = at - self._end_lag_s
         return self.turns.vad(speech, at)
 
     def hear(self, event: STTEvent, at: float) -> list[Command]:
@@ -67,6 +73,12 @@ class Listening:
     def carry(self, text: str) -> None:
         """Words of a reply cancelled before the caller heard any of it: say them again."""
         self._carry = text
+
+    def take_end_of_speech(self) -> float | None:
+        """Where the utterance a reply answers stopped (VAD), once: a later reply to an
+        utterance the VAD missed must not take this one's end for its own."""
+        ended, self.speech_ended_at = self.speech_ended_at, None
+        return ended
 
     def claim(self, text: str, *, speculative: bool = False) -> str:
         """The text a reply answers: any carried words, then ``text``."""

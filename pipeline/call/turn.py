@@ -16,6 +16,7 @@ class Turn:
     user_text: str | None
     started: float
     number: int = 0  # the call's turn count when it began; 0 for fixed lines
+    end_of_speech_at: float | None = None  # the caller stopped talking (VAD), if known
     llm_first_token_at: float | None = None
     tts_first_audio_at: float | None = None
     failed: bool = False  # ended in the fallback line

@@ -5,8 +5,11 @@ caller frame as it arrives and decides where an utterance starts and ends:
 
 - onset (``VAD_START_MS`` of speech) -> ``SPEECH_STARTED``;
 - once ``LOCAL_STT_INTERIM_MS`` of the utterance has been heard, one early transcription
-  of the audio so far -> ``INTERIM`` with its words (only when a worker is idle: it is
-  what lets the caller barge in over the bot before they stop talking);
+  of the audio so far -> ``INTERIM`` with its words (it is what lets the caller barge in
+  over the bot before they stop talking). Only when a worker is idle and the model runs
+  well ahead of real time (``MAX_INTERIM_RTF``, measured on recent jobs): a job cannot be
+  stopped once it runs, so on a loaded CPU an interim that outlasts the utterance would
+  make its final wait behind it, doubling the reply's delay for words nobody uses;
 - end (``VAD_END_MS`` of silence) -> the utterance (with a short pre-roll before the
   onset and a short tail) is transcribed off the event loop in the shared worker pool
   -> ``FINAL`` with ``speech_final=True``. The transcription starts speculatively after
@@ -27,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -49,6 +52,10 @@ MAX_EVENTS = 256
 SPECULATE_MS = 240  # quiet this long: start transcribing, in case it is the end (commas: less)
 MAX_VAD_BEHIND_MS = 10_000  # caller audio the VAD may have left to score (bounded buffer)
 VAD_CHUNK_MS = 320  # the VAD task scores at most this much audio per push
+# Interims only while a transcription takes at most this many seconds per second of audio
+# (recent jobs, smoothed): ~0.25 on an idle 2-core box, 0.7 and more on a loaded one.
+MAX_INTERIM_RTF = 0.5
+RTF_SMOOTHING = 0.3  # weight of the latest job in the running real-time factor
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,8 @@ class LocalSTT:
         self._pool = pool
         self._settings = settings or LocalSTTSettings()
         self.audio_s = 0.0  # speech transcribed so far (finals), for the real-time factor
+        self.rtf: float | None = None  # seconds per second of audio, recent jobs (smoothed)
+        self.interims_skipped = 0  # early transcripts left out because the model was slow
 
     @asynccontextmanager
     async def stream(self, sample_rate: int) -> AsyncIterator[LocalSTTStream]:
@@ -109,16 +118,50 @@ class LocalSTT:
             await asyncio.to_thread(self._vad.warm)
 
     def stats(self) -> dict[str, float | int]:
-        return {**self._pool.stats(), "audio_s": round(self.audio_s, 3), **self._vad.stats()}
+        return {
+            **self._pool.stats(),
+            "audio_s": round(self.audio_s, 3),
+            **self._vad.stats(),
+            "rtf": -1.0 if self.rtf is None else round(self.rtf, 3),
+            "interims_skipped": self.interims_skipped,
+        }
 
     async def aclose(self) -> None:
         self._pool.close()
 
+    @property
+    def fast(self) -> bool:
+        """Whether an optional early transcription is likely to finish while it matters."""
+        return self.rtf is None or self.rtf <= MAX_INTERIM_RTF
+
+    def _job(self, pcm: bytes, sample_rate: int) -> Callable[[], str]:
+        """The transcription as a pool job that also measures the model's current speed."""
+
+        def run() -> str:
+            started = time.monotonic()
+            text = self._model.transcribe_pcm(pcm, sample_rate)
+            audio_s = len(pcm) / (2 * sample_rate)
+            if audio_s > 0:
+                self._measured((time.monotonic() - started) / audio_s)
+            return text
+
+        return run
+
+    def _measured(self, rtf: float) -> None:
+        was_fast = self.fast
+        self.rtf = rtf if self.rtf is None else self.rtf + RTF_SMOOTHING * (rtf - self.rtf)
+        if was_fast != self.fast:
+            log.info(
+                "Transcribing at %.2f s per audio second: early transcripts %s",
+                self.rtf,
+                "on again" if self.fast else f"off until it is under {MAX_INTERIM_RTF}",
+            )
+
     async def transcribe(self, pcm: bytes, sample_rate: int, what: str) -> str:
-        return await self._pool.run(what, lambda: self._model.transcribe_pcm(pcm, sample_rate))
+        return await self._pool.run(what, self._job(pcm, sample_rate))
 
     async def transcribe_if_idle(self, pcm: bytes, sample_rate: int) -> str | None:
-        return await self._pool.run_if_idle(lambda: self._model.transcribe_pcm(pcm, sample_rate))
+        return await self._pool.run_if_idle(self._job(pcm, sample_rate))
 
 
 class LocalSTTStream:
@@ -270,6 +313,9 @@ class LocalSTTStream:
         self._interim_for = self._utterances
         if self._interim is not None and not self._interim.done():
             return  # the previous one is still running: skip this one
+        if not self._stt.fast:  # it would likely outlast the utterance and delay its final
+            self._stt.interims_skipped += 1
+            return
         assert self._utterance_start is not None
         pcm = self._slice(self._utterance_start, self._received)
         self._interim = asyncio.create_task(

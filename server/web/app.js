@@ -48,7 +48,9 @@ function renderControls() {
   $("#mute").disabled = !(call && call.phase === "live");
   $("#mute").setAttribute("aria-pressed", String(Boolean(call && call.muted)));
   $("#mute").textContent = call && call.muted ? "Unmute" : "Mute";
-  for (const input of document.querySelectorAll("#setup input")) input.disabled = Boolean(live);
+  $("#say-wav").disabled = !(call && call.phase === "live" && $("#wav").files.length);
+  // The WAV file can be chosen during a call too: "Say WAV file" says it into the call.
+  for (const input of document.querySelectorAll("#setup input:not(#wav)")) input.disabled = Boolean(live);
   document.body.dataset.phase = call ? call.phase : "idle";
 }
 
@@ -128,6 +130,18 @@ async function startCall(event) {
   $("#hangup").focus();
 }
 
+/** Say the chosen WAV file into the live call now (over the agent, to try a barge-in). */
+async function sayFile() {
+  const call = page.call;
+  const file = $("#wav").files[0];
+  if (!call || !file) return;
+  try {
+    if (await call.playFile(file)) setStatus(`${describePhase(call)}; saying ${file.name}`);
+  } catch (error) {
+    setStatus(`Could not play ${file.name}: ${error.message || error}`);
+  }
+}
+
 async function boot() {
   page.config = await (await fetch("/playground/config")).json();
   const rates = $("#rates");
@@ -142,15 +156,11 @@ async function boot() {
     $("#token-row").hidden = false;
     $("#token").value = sessionStorage.getItem(TOKEN_KEY) || "";
   }
-  const toggleFile = () => {
-    $("#wav").disabled = !$("#input-file").checked;
-  };
-  $("#input-mic").addEventListener("change", toggleFile);
-  $("#input-file").addEventListener("change", toggleFile);
-  toggleFile();
+  $("#wav").addEventListener("change", renderControls);
   $("#setup").addEventListener("submit", startCall);
   $("#hangup").addEventListener("click", () => page.call && page.call.hangUp());
   $("#mute").addEventListener("click", () => page.call && page.call.setMuted(!page.call.muted));
+  $("#say-wav").addEventListener("click", sayFile);
   const history = new HistoryView($("#history"), new HistorySource(token), page.callerMeasures);
   const route = () => {
     const view = location.hash === "#history" ? "history" : "call";

@@ -51,6 +51,8 @@ export class Call extends EventTarget {
     this.protocol = []; // {at, type, detail}
     this.errors = [];
     this.inputEnded = false;
+    this.clips = []; // WAV files said into the call on demand: {name, startMs, endMs}
+    this.clipSources = new Set();
   }
 
   _emit(type, detail = {}) {
@@ -132,6 +134,31 @@ export class Call extends EventTarget {
     });
     this.inputSource = this.context.createMediaStreamSource(this.stream);
     this.inputSource.connect(this.capture);
+  }
+
+  /**
+   * Say a WAV file into the call now, mixed with the input (microphone or file): to talk
+   * over the agent at a moment of your choosing, the same way every time. Muted, it is
+   * silent like everything else. Resolves to false when the call is not live.
+   */
+  async playFile(file) {
+    if (this.phase !== "live") return false;
+    const buffer = await this.context.decodeAudioData(await file.arrayBuffer());
+    if (this.phase !== "live") return false;
+    const source = this.context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.capture);
+    const clip = { name: file.name, startMs: this.sinceStartMs(), endMs: null };
+    this.clips.push(clip);
+    this.clipSources.add(source);
+    source.onended = () => {
+      this.clipSources.delete(source);
+      clip.endMs = this.sinceStartMs();
+      this._emit("clip", clip);
+    };
+    source.start();
+    this._note("clip", `saying ${file.name}`);
+    return true;
   }
 
   _openStream() {
@@ -312,6 +339,8 @@ export class Call extends EventTarget {
         // not started
       }
     }
+    for (const source of this.clipSources) source.stop();
+    this.clipSources.clear();
     if (this.player) this.player.kill();
     this.callerLevel = 0;
     this._emit("phase");
@@ -337,6 +366,7 @@ export class Call extends EventTarget {
       disconnected: this.disconnected,
       received: p ? p.received : 0,
       played: p ? p.played : 0,
+      queuedMs: p ? p.queuedSeconds() * 1000 : 0, // bot audio scheduled, not yet played
       lines: p ? p.lines.map((line) => ({ ...line })) : [],
       schedule: p ? p.schedule.map((entry) => ({ ...entry })) : [],
       kills: p ? p.kills.map((kill) => ({ ...kill })) : [],
@@ -347,6 +377,7 @@ export class Call extends EventTarget {
       protocol: this.protocol.map((entry) => ({ ...entry })),
       errors: [...this.errors],
       inputEnded: this.inputEnded,
+      clips: this.clips.map((clip) => ({ ...clip })),
       levels: [...this.levels],
     };
   }

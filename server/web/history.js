@@ -1,8 +1,9 @@
 // The call history view: recent calls, then one call's transcript and latency chart.
 //
 // It reads the server's history routes (GET /calls, GET /calls/{id}); which store answers
-// them (this process's memory today, a records database later) is the server's choice,
-// named in the answer's "source", and the page does not change.
+// them (the call records database when records are on, else this process's memory) is the
+// server's choice, named in the answer's "source" (and each row's), and the page does not
+// change.
 
 import { latencyChart } from "./chart.js";
 import { clear, el } from "./dom.js";
@@ -46,6 +47,16 @@ function duration(seconds) {
   return seconds == null ? "–" : `${seconds.toFixed(1)} s`;
 }
 
+const SOURCES = { memory: "this server process (memory)", records: "the call records database" };
+
+/** Where the list came from: the records store, and from memory the calls it has not stored yet. */
+export function listingStatus(answer) {
+  const where = SOURCES[answer.source] || answer.source;
+  const fresh = answer.calls.filter((call) => call.source && call.source !== answer.source).length;
+  const extra = fresh ? ` (${fresh} not stored yet: from this server process's memory)` : "";
+  return `${answer.calls.length} recent calls, from ${where}${extra}.`;
+}
+
 export class HistoryView {
   constructor(root, source, callerMeasures) {
     this.root = root;
@@ -61,15 +72,15 @@ export class HistoryView {
     this.status.textContent = "Loading…";
     try {
       const answer = await this.source.recent();
-      this._renderList(answer.calls);
-      const where = answer.source === "memory" ? "this server process (memory)" : answer.source;
-      this.status.textContent = `${answer.calls.length} recent calls, from ${where}.`;
+      this._renderList(answer);
+      this.status.textContent = listingStatus(answer);
     } catch (error) {
       this.status.textContent = `Could not load the history: ${error.message}`;
     }
   }
 
-  _renderList(calls) {
+  _renderList(answer) {
+    const calls = answer.calls;
     clear(this.list);
     if (!calls.length) {
       this.list.append(el("tr", {}, el("td", { colspan: 6, text: "No calls yet." })));
@@ -80,7 +91,7 @@ export class HistoryView {
       this.list.append(
         el(
           "tr",
-          { "data-call": call.call_id },
+          { "data-call": call.call_id, "data-source": call.source || answer.source },
           el("th", { scope: "row" }, open),
           el("td", { text: when(call.started_at) }),
           el("td", { class: "num", text: duration(call.duration_s) }),
@@ -108,9 +119,11 @@ export class HistoryView {
     const table = document.querySelector("#turns-template").content.cloneNode(true);
     renderTurns(table.querySelector("tbody"), rows);
     const heading = el("h3", { id: "history-detail-title", tabindex: "-1", text: `Call ${callId}` });
+    const from = SOURCES[answer.source] || answer.source || SOURCES.memory;
+    this.detail.dataset.source = answer.source || "memory";
     clear(this.detail).append(
       heading,
-      el("p", { text: `${duration(answer.call.duration_s)}, ${answer.call.turns} turns, ${answer.call.barge_ins} barge-ins.` }),
+      el("p", { text: `${duration(answer.call.duration_s)}, ${answer.call.turns} turns, ${answer.call.barge_ins} barge-ins (from ${from}).` }),
       el("h4", { text: "Conversation" }),
       list,
       el("h4", { text: "Latency per turn (ms)" }),
