@@ -34,6 +34,8 @@ def load_results() -> dict[str, dict[int, dict[str, Any]]]:
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
+        if "calls" not in result or "config" not in result:
+            continue  # another bench's result (e.g. `bench abuse`)
         label = result["config"]["label"]
         out.setdefault(label, {})[int(result["calls"]["concurrent"])] = result
     return out
