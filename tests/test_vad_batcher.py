@@ -225,13 +225,10 @@ async def test_hearing_never_waits_for_the_model_and_a_stalled_vad_skips_ahead()
     await asyncio.to_thread(model.started.wait, 10)  # a window is in a (held) model run
     for pcm in frames[40:]:
         voice.hear(pcm)  # returns at once while the model is held
-    assert voice.skipped_ms == 0
+    # The backlog passed a second while the model hung: the oldest is dropped at once,
+    # so the buffer stays bounded however long a model run takes.
+    assert voice.skipped_ms > 0
     model.go.set()
-    for _ in range(500):
-        if voice.skipped_ms > 0:
-            break
-        await asyncio.sleep(0.01)
-    assert voice.skipped_ms > 0  # the backlog grew past a second while held: skipped
     for pcm in frames:  # the VAD is caught up: the caller speaks again, in real time
         voice.hear(pcm)
         await asyncio.sleep(0.005)

@@ -86,9 +86,10 @@ class CallerVoice:
         self._audio = bytearray()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        bytes_per_ms = sample_rate * 2 // 1000
-        self._max_behind = self.MAX_BEHIND_MS * bytes_per_ms
-        self._chunk = self.CHUNK_MS * bytes_per_ms
+        self._bytes_per_ms = sample_rate * 2 // 1000
+        self._max_behind = self.MAX_BEHIND_MS * self._bytes_per_ms
+        self._chunk = self.CHUNK_MS * self._bytes_per_ms
+        self._owed_skip = 0  # bytes hear() dropped that the detector has not skipped yet
         self.skipped_ms = 0.0
 
     async def open(self, model: SileroVadModel) -> bool:
@@ -106,26 +107,29 @@ class CallerVoice:
         return True
 
     def hear(self, pcm: bytes) -> None:
-        """Caller audio for the VAD (buffered; never waits)."""
+        """Caller audio for the VAD (buffered; never waits). Past ``MAX_BEHIND_MS`` of
+        backlog the oldest audio is dropped here, so the buffer stays bounded even while a
+        model run hangs; the feeding task tells the detector it was silence."""
         if self._detector is None:
             return
         self._audio += pcm
+        excess = (len(self._audio) - self._max_behind) & ~1
+        if excess > 0:
+            drop = max(excess, (len(self._audio) - self._chunk) & ~1)
+            del self._audio[:drop]
+            if self._owed_skip == 0:  # one line per stall
+                log.warning("VAD over %d ms behind: skipping it as silence", self.MAX_BEHIND_MS)
+            self._owed_skip += drop
+            self.skipped_ms += drop / self._bytes_per_ms
         self._arrived.set()
 
     async def _listen(self) -> None:
         while (detector := self._detector) is not None:
             await self._arrived.wait()
             self._arrived.clear()
-            while self._audio and self._detector is not None:
-                behind = len(self._audio)
-                if behind > self._max_behind:
-                    skip = (behind - self._chunk) & ~1
-                    self.skipped_ms += skip / (self._rate * 2 / 1000)
-                    log.warning(
-                        "VAD %.0f ms behind: skipping it as silence",
-                        behind / (self._rate * 2 / 1000),
-                    )
-                    del self._audio[:skip]
+            while self._detector is not None and (self._owed_skip or self._audio):
+                if self._owed_skip:  # dropped by hear(): older than what is buffered
+                    skip, self._owed_skip = self._owed_skip, 0
                     self._react(detector.skip(skip))
                     continue
                 take = min(len(self._audio), self._chunk) & ~1
@@ -153,6 +157,7 @@ class CallerVoice:
     def _stop(self) -> None:
         detector, self._detector = self._detector, None
         self._audio.clear()
+        self._owed_skip = 0
         if detector is not None:
             detector.close()
 
