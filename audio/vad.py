@@ -126,7 +126,7 @@ class VoiceActivityDetector:
                     probability = 0.0  # model state kept, as if the window was not there
                 else:
                     probability, self._state = await self._scorer().score(
-                        self.rate, row, self._state
+                        self.rate, row, self._state, self
                     )
                     self.scored += 1
                 row[:context] = row[size:]  # the next window's context: this one's end

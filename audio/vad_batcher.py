@@ -2,11 +2,15 @@
 
 Each call's detector awaits :meth:`VadBatcher.score` for one window at a time (its next
 window needs the state this one produces). The first window of a batch arms a timer of
-``linger_s`` (a few ms): windows from other calls that arrive meanwhile join it, one
-line per sample rate. When the timer fires the line goes to the model's worker thread
-as one ``run``; windows that arrive while it runs wait for it and go in the next batch,
-sent the moment it ends. So at low load a window waits ``linger_s`` plus one small run,
-and at high load the batches grow instead of the queue of runs.
+``linger_s`` (about a third of a window): windows from other calls that arrive meanwhile
+join it, one line per sample rate. When the timer fires the line goes to the model's
+worker thread as one ``run``; windows that arrive while it runs wait for it and go in
+the next batch, sent the moment it ends. The line goes early when every stream that
+sent a window in the last window period is already in it: nobody else is coming, so a
+lone call never lingers. So at low load a window waits one small run, and at high load
+the batches grow instead of the queue of runs (each run costs ~0.1 ms plus a thread
+hand-off, each window in it ~40-70 µs: at 50 calls a 12 ms linger scores 5.6 windows a
+run instead of 2.3 with 4 ms, and the VAD's CPU drops 0.24 -> 0.15 s per call-minute).
 
 Nothing here is a task: a timer handle and at most one executor job in flight. A call
 that stops waiting (cancelled) leaves the line; if its window is already in a run, the
@@ -17,6 +21,7 @@ one window per live call; ``MAX_WAITING`` bounds it anyway.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 from dataclasses import dataclass, field
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import numpy.typing as npt
 
-from audio.vad_model import VAD_RATES
+from audio.vad_model import VAD_RATES, WINDOW
 
 if TYPE_CHECKING:
     from audio.vad_model import SileroVadModel
@@ -57,6 +62,16 @@ class VadBatcher:
         self._max_batch = max_batch
         self._lines: dict[int, list[_Window]] = {rate: [] for rate in VAD_RATES}
         self._seq = itertools.count()
+        # Who sent a window lately, per rate: (time, stream) in order, and a count per
+        # stream, so "every recent stream is waiting" is a length compare.
+        self._sent: dict[int, collections.deque[tuple[float, object]]] = {
+            rate: collections.deque() for rate in VAD_RATES
+        }
+        self._recent: dict[int, collections.Counter[object]] = {
+            rate: collections.Counter() for rate in VAD_RATES
+        }
+        # A bit under a window: a stream in real time sends one window per period.
+        self._period = {rate: 0.9 * WINDOW[rate] / rate for rate in VAD_RATES}
         self._timer: asyncio.TimerHandle | None = None
         self._running: asyncio.Future[tuple[list[float], list[Floats]]] | None = None
         self.closed = False
@@ -68,9 +83,13 @@ class VadBatcher:
     def waiting(self) -> int:
         return sum(len(line) for line in self._lines.values())
 
-    async def score(self, rate: int, row: Floats, state: Floats) -> Scored:
+    async def score(
+        self, rate: int, row: Floats, state: Floats, stream: object | None = None
+    ) -> Scored:
         """Score one window (``row``: its context then the window) from ``state``.
 
+        ``stream`` names the caller's stream (its detector), so a batch need not wait for a
+        stream whose window is already in it; None counts as a stream of its own.
         ``row`` and ``state`` must stay untouched until this returns.
         """
         if self.closed:
@@ -83,12 +102,26 @@ class VadBatcher:
         loop = asyncio.get_running_loop()
         window = _Window(row, state, loop.create_future(), next(self._seq))
         line.append(window)
+        streams = self._arrived(rate, object() if stream is None else stream, loop.time())
         if self._running is None:
-            if len(line) >= self._max_batch:
+            if len(line) >= self._max_batch or len(line) >= streams:
                 self._flush()
             elif self._timer is None:
                 self._timer = loop.call_later(self._linger_s, self._flush)
         return await window.future
+
+    def _arrived(self, rate: int, stream: object, now: float) -> int:
+        """Note ``stream``'s window; how many streams sent one within the last period."""
+        sent, recent = self._sent[rate], self._recent[rate]
+        sent.append((now, stream))
+        recent[stream] += 1
+        horizon = now - self._period[rate]
+        while sent[0][0] < horizon:
+            _, gone = sent.popleft()
+            recent[gone] -= 1
+            if not recent[gone]:
+                del recent[gone]
+        return len(recent)
 
     def _flush(self) -> None:
         """Send the line that waited longest to the worker thread (unless a run is on)."""
@@ -147,6 +180,10 @@ class VadBatcher:
             for window in line:
                 window.future.cancel()
             line.clear()
+        for sent in self._sent.values():
+            sent.clear()
+        for recent in self._recent.values():
+            recent.clear()
         if self._running is not None:
             await asyncio.wait({self._running})
 

@@ -46,7 +46,7 @@ WINDOW_MS: Final = 32  # silero's window: 256 samples at 8 kHz, 512 at 16 kHz
 WINDOW: Final = {8000: 256, 16000: 512}  # samples scored per window
 CONTEXT: Final = {8000: 32, 16000: 64}  # samples of the previous audio prepended to each
 STATE_SHAPE: Final = (2, 128)  # one stream's recurrent state
-LINGER_S: Final = 0.004  # a batch waits this long for other calls' windows
+LINGER_S: Final = 0.012  # a batch waits at most this long for other calls' windows
 MAX_BATCH: Final = 256  # windows per run; more wait for the next one
 
 

@@ -5,12 +5,15 @@
 
 A minimal ASGI app stands in for ``/voice``: it reads binary frames and answers every
 fifth one with a ``playAudio``-sized text frame (what a call does: 50 frames in, 10
-``playAudio`` out per second). It runs in its own process under each server; callers
-stream 20 ms frames (640 B) in real time from this process. The figure is the server
-process's CPU time (``psutil``, user + system) per inbound frame: the cost of the
-WebSocket implementation and the ASGI hop, which every call pays 50 times a second,
-before any of our code runs. CPU time, unlike latency, barely moves with other load on
-the box, so this can be read on a shared machine (run it twice).
+``playAudio`` out per second). The "floor" row's app also forwards the audio to an STT
+socket (a sink in this process) in 40 ms messages: the least any voice server on this
+stack must do per caller frame, before a VAD, a transcript or a turn. It runs in its own
+process under each server; callers stream 20 ms frames (640 B) in real time from this
+process. The figure is the server process's CPU time (``psutil``, user + system) per
+inbound frame: the cost of the WebSocket implementation and the ASGI hop, which every
+call pays 50 times a second, before any of our code runs. CPU time, unlike latency,
+barely moves with other load on the box, so this can be read on a shared machine (run
+it twice).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import psutil
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
 from . import procs
 
@@ -59,6 +63,32 @@ async def app(scope, receive, send):
         frames += 1
         if frames % 5 == 0:
             await send({{"type": "websocket.send", "text": REPLY}})
+
+
+async def forward_app(scope, receive, send):
+    # The floor of a voice server: app's work plus the caller's audio forwarded to an
+    # STT socket in 40 ms messages (websockets' asyncio client, cheaper than the SDK's).
+    if scope["type"] != "websocket":
+        return await app(scope, receive, send)
+    import os
+    from websockets.asyncio.client import connect
+
+    await receive()  # websocket.connect
+    await send({{"type": "websocket.accept"}})
+    async with connect(os.environ["WSBENCH_UPSTREAM"], compression=None) as upstream:
+        frames = 0
+        held = b""
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            frames += 1
+            held += message["bytes"]
+            if frames % 2 == 0:
+                await upstream.send(held)
+                held = b""
+            if frames % 5 == 0:
+                await send({{"type": "websocket.send", "text": REPLY}})
 """
 
 
@@ -67,6 +97,11 @@ def servers() -> dict[str, list[str]]:
     uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
     choices = ("websockets-sansio", "websockets", "wsproto")
     out = {f"uvicorn --ws {ws}": [*uvicorn, "--ws", ws] for ws in choices}
+    floor = [a.replace("wsbench_app:app", "wsbench_app:forward_app") for a in uvicorn]
+    out["uvicorn --ws websockets-sansio, + forward to STT (floor)"] = [
+        *floor,
+        *("--ws", "websockets-sansio"),
+    ]
     if importlib.util.find_spec("granian") is not None:
         granian = Path(procs.PYTHON).with_name("granian")
         out["granian --interface asgi"] = [
@@ -74,6 +109,11 @@ def servers() -> dict[str, list[str]]:
             *("--runtime-mode", "st", "--log-level", "warning", "wsbench_app:app"),
         ]
     return out
+
+
+async def _sink(ws: ServerConnection) -> None:
+    async for _ in ws:  # the STT's side of the floor app: read and drop
+        pass
 
 
 async def _caller(url: str, seconds: float) -> int:
@@ -115,20 +155,31 @@ async def _measure(url: str, pid: int, streams: int, seconds: float) -> dict[str
 def run_one(
     name: str, argv: list[str], streams: int, seconds: float, workdir: Path
 ) -> dict[str, Any]:
-    port = procs.free_port()
+    port, sink = procs.free_port(), procs.free_port()
     argv = [*argv, "--port", str(port)]
     env = {"PYTHONPATH": str(workdir), "PATH": "/usr/bin:/bin"}
+    env["WSBENCH_UPSTREAM"] = f"ws://127.0.0.1:{sink}/"  # only the floor app uses it
     with procs.managed(argv, env, workdir / f"{port}.log", cwd=workdir) as proc:
+        measured = _started_then_measured(name, proc, (port, sink), streams, seconds, workdir)
+        return asyncio.run(measured)
+
+
+async def _started_then_measured(
+    name: str, proc: Any, ports: tuple[int, int], streams: int, seconds: float, workdir: Path
+) -> dict[str, float]:
+    port, sink = ports
+    url = f"ws://127.0.0.1:{port}/"
+    async with serve(_sink, "127.0.0.1", sink, compression=None, max_size=2**20):
         deadline = time.monotonic() + 20
         while True:
             try:
-                asyncio.run(_caller(f"ws://127.0.0.1:{port}/", 0.02))
+                await _caller(url, 0.02)
                 break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError(f"{name} did not start; see {workdir}/{port}.log") from None
-                time.sleep(0.1)
-        return asyncio.run(_measure(f"ws://127.0.0.1:{port}/", proc.pid, streams, seconds))
+                await asyncio.sleep(0.1)
+        return await _measure(url, proc.pid, streams, seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,8 @@ def test_a_cancelled_push_loses_nothing() -> None:
     async def cancelled_once() -> list[SpeechEvent]:
         detector = VoiceActivityDetector(model, 16000)
         head, tail = pcm[:16000], pcm[16000:]
-        waiting = asyncio.create_task(detector.push(head))
+        await model.batcher().score(16000, *window_row(), stream="another call")
+        waiting = asyncio.create_task(detector.push(head))  # lingers for "another call"
         await asyncio.sleep(0.01)  # its first window waits in the line
         assert model.batcher().waiting == 1
         waiting.cancel()
@@ -133,6 +134,45 @@ def test_one_push_at_a_time() -> None:
         with pytest.raises(RuntimeError, match="one push at a time"):
             await detector.push(bytes(2048))
         await first
+
+    run_virtual(body())
+
+
+def test_a_lone_stream_never_lingers() -> None:
+    async def body() -> None:
+        batcher = SileroVadModel(linger_s=0.05).batcher()
+        loop = asyncio.get_running_loop()
+        for _ in range(3):
+            started = loop.time()
+            await batcher.score(16000, *window_row(), stream="the only call")
+            assert loop.time() == started  # the model's run takes no virtual time
+            await asyncio.sleep(0.032)
+        assert batcher.runs == 3 and batcher.largest == 1
+
+    run_virtual(body())
+
+
+def test_a_batch_goes_once_every_recent_stream_is_in_it() -> None:
+    async def body() -> None:
+        batcher = SileroVadModel(linger_s=0.05).batcher()
+        loop = asyncio.get_running_loop()
+        zero = loop.time()
+        await batcher.score(16000, *window_row(), stream="a")  # alone: at once
+        await asyncio.sleep(0.001)
+        b = asyncio.create_task(batcher.score(16000, *window_row(), stream="b"))
+        await asyncio.sleep(0.009)
+        assert not b.done() and batcher.waiting == 1  # "a" sent lately: b waits for it
+        await batcher.score(16000, *window_row(), stream="a")
+        await b
+        assert loop.time() - zero == pytest.approx(0.010)  # not the 0.05 linger
+        assert batcher.runs == 2 and batcher.largest == 2
+        await asyncio.sleep(0.1)  # both fall quiet for longer than a window
+        started = loop.time()
+        await batcher.score(16000, *window_row(), stream="b")  # "a" no longer counts
+        assert loop.time() == started
+        started = loop.time()
+        await batcher.score(8000, *window_row(8000), stream="a")  # each rate counts apart
+        assert loop.time() == started
 
     run_virtual(body())
 

@@ -39,6 +39,11 @@ _PROVIDER = "deepgram"
 SPEECH_RMS = 500.0  # int16 RMS (~-36 dBFS): above line noise, below any spoken word
 SEND_BATCH_MS = 40  # audio per message to Deepgram (the caller's frames are 20 ms)
 FLUSH_AFTER_S = 0.1  # a partial batch goes out anyway after this (caller audio paused)
+# This long past Deepgram's own utterance-end gap after the caller's last loud frame, the
+# quiet goes in the stall watch's 100-200 ms batches (Deepgram takes 20-250 ms) instead of
+# 40 ms ones: a third of the sends while the bot talks or the caller listens. Everything
+# Deepgram needs to end an utterance still goes at 40 ms; the next loud frame goes at once.
+QUIET_BATCH_AFTER_MS = 500  # (past utterance_end_ms)
 MIN_UNANSWERED_SPEECH_S = 0.5  # a cough or click alone does not arm the stall check
 # Reconnects: 0.1 s, doubling, at most 2 s apart; DEEPGRAM_MAX_OUTAGE_S ends the tries.
 RECONNECT = RetryPolicy(base_s=0.1, cap_s=2.0)
@@ -129,6 +134,35 @@ class _Reconnect(Exception):
     """The socket ended (or went silent) while the call still needs it."""
 
 
+class SendPacing:
+    """Whether queued caller audio must go to Deepgram now, or can wait for the stall
+    watch's flush of a stale partial batch (every 100-200 ms).
+
+    While the caller speaks, and for ``long_quiet_bytes`` after (what Deepgram needs to
+    end the utterance), audio goes in ``batch_bytes`` batches. Past that the quiet waits
+    for the flush, and the first loud frame after it goes at once.
+    """
+
+    def __init__(self, batch_bytes: int, long_quiet_bytes: int) -> None:
+        self._batch_bytes = batch_bytes
+        self._long_quiet_bytes = long_quiet_bytes
+        self._quiet_bytes = long_quiet_bytes  # a call starts quiet (greeting playing)
+
+    def long_quiet(self) -> bool:
+        return self._quiet_bytes >= self._long_quiet_bytes
+
+    def send_now(self, frame: bytes, pending_bytes: int) -> bool:
+        """``frame`` was just queued (``pending_bytes`` queued in all): wake the sender?"""
+        if is_speech(frame):
+            resumed = self.long_quiet()
+            self._quiet_bytes = 0
+            if resumed:
+                return True
+        elif not self.long_quiet():
+            self._quiet_bytes += len(frame)
+        return pending_bytes >= self._batch_bytes and not self.long_quiet()
+
+
 class _Unanswered:
     """Speech sent on this socket since the last message from Deepgram.
 
@@ -192,7 +226,10 @@ class DeepgramStream(Closing):
         self._flush_due = False  # set by the stall watch: keepalive or stale partial batch
         # Frames go to Deepgram in batches: half the sends (and wakeups) of 20 ms frames.
         self._batch_bytes = sample_rate * 2 * SEND_BATCH_MS // 1000
+        quiet_ms = provider.settings.utterance_end_ms + QUIET_BATCH_AFTER_MS
+        self._pacing = SendPacing(self._batch_bytes, sample_rate * 2 * quiet_ms // 1000)
         self.connections = 0
+        self.messages = 0  # audio messages sent (all sockets)
         self.failure: ProviderError | None = None
 
     async def __aenter__(self) -> Self:
@@ -232,7 +269,7 @@ class DeepgramStream(Closing):
             old = self._pending.popleft()
             self._pending_bytes -= len(old)
             self._dropped_bytes += len(old)
-        if self._pending_bytes >= self._batch_bytes:
+        if self._pacing.send_now(pcm, self._pending_bytes):
             self._wakeup.set()
 
     async def events(self) -> AsyncIterator[STTEvent]:
@@ -406,6 +443,7 @@ class DeepgramStream(Closing):
                 batch = list(pending)  # send_audio may trim the deque while we await
                 frame = batch[0] if len(batch) == 1 else b"".join(batch)
                 await connection.send_media(frame)
+                self.messages += 1
                 # Only forget frames once they are on the wire, so a drop loses none.
                 for sent in batch:
                     if pending and pending[0] is sent:
@@ -416,7 +454,7 @@ class DeepgramStream(Closing):
             self._flush_due = False
             if self._closing:
                 await connection.send_close_stream()
-                log.info("CloseStream sent")
+                log.info("CloseStream sent | audio_messages=%d", self.messages)
                 return  # the receive loop ends when Deepgram closes after its last results
             if time.monotonic() - self._last_sent >= keepalive_s:
                 await connection.send_keep_alive()
